@@ -1,0 +1,78 @@
+/**
+ * Domain errors shared by the server, the agent and the CLI. Each maps to exactly one gRPC
+ * status code at the RPC boundary (server/rpc.ts); anything else becomes INTERNAL there.
+ */
+
+/** Base class: every Citadel error has a stable name, an optional cause and a retry hint. */
+export abstract class CitadelError extends Error {
+  /** Whether the same call may succeed if simply retried later. */
+  readonly retryable: boolean = false;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A request field is malformed or out of range. `field` is its path, e.g. `task.cron.expression`. */
+export class InvalidArgumentError extends CitadelError {
+  constructor(
+    readonly field: string,
+    reason: string,
+  ) {
+    super(`${field}: ${reason}`);
+  }
+}
+
+/** The named object does not exist. */
+export class NotFoundError extends CitadelError {
+  constructor(
+    readonly kind: string,
+    readonly id: string,
+  ) {
+    super(`${kind} ${JSON.stringify(id)} not found`);
+  }
+}
+
+/** The object exists already (for example an idempotency key reused with another request). */
+export class AlreadyExistsError extends CitadelError {}
+
+/** The object's current state does not allow the call. */
+export class FailedPreconditionError extends CitadelError {}
+
+/** A concurrent change won (an etag mismatch, a lost compare-and-swap). */
+export class ConflictError extends CitadelError {
+  override readonly retryable = true;
+}
+
+/** No or unusable credentials. The message never echoes the credential. */
+export class UnauthenticatedError extends CitadelError {}
+
+/** The caller is known but not allowed to do this. */
+export class PermissionDeniedError extends CitadelError {}
+
+/** A per-user or per-cluster limit is reached. */
+export class QuotaExceededError extends CitadelError {}
+
+/** A replay position is no longer available (for example a compacted etcd revision). */
+export class OutOfRangeError extends CitadelError {}
+
+/** This replica does not (or no longer) hold leadership; the write was not applied. */
+export class NotLeaderError extends CitadelError {
+  override readonly retryable = true;
+}
+
+/** A dependency (etcd, Docker) is unreachable; the call may succeed later. */
+export class UnavailableError extends CitadelError {
+  override readonly retryable = true;
+}
+
+/** Configuration given to a binary is invalid. `field` names the flag or config key. */
+export class ConfigError extends CitadelError {
+  constructor(
+    readonly field: string,
+    reason: string,
+  ) {
+    super(`${field}: ${reason}`);
+  }
+}
