@@ -45,6 +45,9 @@ export class ConflictError extends CitadelError {
   override readonly retryable = true;
 }
 
+/** A precondition the caller set (an etag) no longer holds; re-read and decide again. */
+export class AbortedError extends CitadelError {}
+
 /** No or unusable credentials. The message never echoes the credential. */
 export class UnauthenticatedError extends CitadelError {}
 

@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+/**
+ * citadelctl: the operator CLI for Citadel's TaskService. Exit status 0 on success, 1 when the
+ * server or the connection fails, 2 for usage errors, including flags refused before any call.
+ */
+
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { Command } from 'commander';
+
+import { registerExecutionCommands } from './commands/execution.js';
+import { registerTaskCommands } from './commands/task.js';
+import { addGlobalOptions, reportError } from './session.js';
+
+/**
+ * The version in the project's package.json, found by walking up from this file: it sits one
+ * level up when run from source and two levels up when run from dist/.
+ */
+function readVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+        name?: unknown;
+        version?: unknown;
+      };
+      if (pkg.name === 'citadel' && typeof pkg.version === 'string') return pkg.version;
+    } catch {
+      // No package.json here; keep climbing.
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return 'unknown';
+    dir = parent;
+  }
+}
+
+function buildProgram(): Command {
+  const program = new Command('citadelctl')
+    .description('Operate a Citadel cluster: tasks and their executions.')
+    .version(readVersion(), '-V, --version')
+    // Settings inherited by subcommands must come before they are added.
+    .exitOverride()
+    .showHelpAfterError('(add --help for usage)')
+    // Global options are parsed before the subcommand by the program and after it by each leaf,
+    // so that `task create --timeout` can mean the task's timeout rather than the call deadline.
+    .enablePositionalOptions();
+  addGlobalOptions(program);
+  program.addHelpText(
+    'after',
+    `
+Connection settings come from flags, then CITADEL_SERVER, CITADEL_CA, CITADEL_API_KEY,
+CITADEL_API_KEY_FILE and CITADEL_INSECURE, then the config file (keys server, ca, apiKeyFile,
+insecure). The server writes its cluster CA to <data-dir>/ca.crt and the first admin key to
+<data-dir>/admin.key.`,
+  );
+  registerTaskCommands(program);
+  registerExecutionCommands(program);
+  return program;
+}
+
+// `citadelctl execution watch | head` closes the pipe early; that is the reader's choice.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
+try {
+  await buildProgram().parseAsync(process.argv);
+} catch (err) {
+  process.exitCode = reportError(err);
+}

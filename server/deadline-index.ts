@@ -1,0 +1,156 @@
+/**
+ * An in-memory index of the records under one etcd prefix, each with a due time, kept current
+ * by a watch, with one timer armed for the earliest due time. The leader's scheduler and
+ * timeout watcher are built on it: no polling loop.
+ */
+import type { Watcher } from 'etcd3';
+import type { Logger } from 'pino';
+import type { Store, Versioned } from './store.js';
+
+export interface DeadlineIndexOptions<T> {
+  store: Store;
+  prefix: string;
+  /** When the record is due, or null if it never is. */
+  dueOf: (value: T, key: string) => number | null;
+  /** Handles the records due now (oldest first). Errors are logged and retried later. */
+  onDue: (due: Versioned<T>[], now: number) => Promise<void>;
+  logger: Logger;
+  /** Longest timer; re-checks at least this often in case of clock jumps. @default 30000 */
+  maxSleepMs?: number;
+  now?: () => number;
+}
+
+export class DeadlineIndex<T> {
+  private readonly items = new Map<string, Versioned<T>>();
+  private watcher: Watcher | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private busy = false;
+  private again = false;
+  private readonly now: () => number;
+
+  constructor(private readonly options: DeadlineIndexOptions<T>) {
+    this.now = options.now ?? Date.now;
+  }
+
+  get size(): number {
+    return this.items.size;
+  }
+
+  /** Loads every record with one consistent range read, then watches from that revision. */
+  async start(): Promise<void> {
+    const { store, prefix } = this.options;
+    this.running = true;
+    let startAfter: string | undefined;
+    let revision = 0;
+    for (;;) {
+      const page = await store.range<T>(prefix, { startAfter, limit: 1000, revision });
+      revision = page.revision;
+      for (const item of page.items) this.upsert(item);
+      if (!page.more || page.items.length === 0) break;
+      startAfter = page.items[page.items.length - 1]!.key;
+    }
+    if (!this.running) return;
+    const watcher = await store.watch(prefix, revision + 1);
+    if (!this.running) {
+      await watcher.cancel();
+      return;
+    }
+    this.watcher = watcher;
+    watcher.on('put', (kv) => {
+      this.upsert({
+        key: store.relative(kv.key),
+        value: JSON.parse(kv.value.toString()) as T,
+        modRevision: Number(kv.mod_revision),
+        createRevision: Number(kv.create_revision),
+      });
+      this.arm();
+    });
+    watcher.on('delete', (kv) => {
+      const key = store.relative(kv.key);
+      const current = this.items.get(key);
+      if (current && current.modRevision <= Number(kv.mod_revision)) this.items.delete(key);
+      this.arm();
+    });
+    watcher.on('error', (err) => this.options.logger.error({ err }, 'watch failed'));
+    this.arm();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const watcher = this.watcher;
+    this.watcher = undefined;
+    this.items.clear();
+    if (watcher) await watcher.cancel().catch(() => undefined);
+  }
+
+  /** Records a version we wrote ourselves, without waiting for the watch to echo it. */
+  upsert(item: Versioned<T>): void {
+    const current = this.items.get(item.key);
+    if (current && current.modRevision >= item.modRevision) return;
+    if (this.options.dueOf(item.value, item.key) === null) this.items.delete(item.key);
+    else this.items.set(item.key, item);
+  }
+
+  remove(key: string): void {
+    this.items.delete(key);
+  }
+
+  /** Re-reads one record from etcd (after a lost compare) and re-indexes it. */
+  async refresh(key: string): Promise<void> {
+    const fresh = await this.options.store.getJson<T>(key);
+    if (!fresh) this.items.delete(key);
+    else {
+      this.items.delete(key);
+      this.upsert(fresh);
+    }
+  }
+
+  /** Arms the timer for the earliest due record. */
+  arm(): void {
+    if (!this.running) return;
+    if (this.busy) {
+      this.again = true;
+      return;
+    }
+    let earliest = Infinity;
+    for (const item of this.items.values()) {
+      const due = this.options.dueOf(item.value, item.key);
+      if (due !== null && due < earliest) earliest = due;
+    }
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (earliest === Infinity) return;
+    const delay = Math.min(Math.max(0, earliest - this.now()), this.options.maxSleepMs ?? 30_000);
+    this.timer = setTimeout(() => void this.fire(), delay);
+  }
+
+  private async fire(): Promise<void> {
+    if (!this.running) return;
+    this.busy = true;
+    this.again = false;
+    const now = this.now();
+    const due: { item: Versioned<T>; at: number }[] = [];
+    for (const item of this.items.values()) {
+      const at = this.options.dueOf(item.value, item.key);
+      if (at !== null && at <= now) due.push({ item, at });
+    }
+    due.sort((a, b) => a.at - b.at);
+    try {
+      if (due.length > 0)
+        await this.options.onDue(
+          due.map((d) => d.item),
+          now,
+        );
+    } catch (err) {
+      this.options.logger.error({ err }, 'handling due records failed; retrying shortly');
+      this.busy = false;
+      if (this.running) this.timer = setTimeout(() => void this.fire(), 250);
+      return;
+    }
+    this.busy = false;
+    this.arm();
+  }
+}

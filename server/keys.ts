@@ -1,0 +1,38 @@
+/**
+ * The etcd key layout (docs/architecture.md, "etcd key layout"): every key the server reads or
+ * writes is built here, relative to the cluster prefix, so the layout has one source of truth.
+ */
+import type { PriorityRank } from './records.js';
+
+/** Keys relative to the store prefix. */
+export const keys = {
+  cluster: 'cluster',
+  caCert: 'ca/cert',
+  caKey: 'ca/key',
+  dataKeyPrefix: 'keys/data/',
+  dataKey: (kid: string) => `keys/data/${kid}`,
+  activeDataKey: 'keys/active',
+  apiKeyPrefix: 'apikeys/',
+  apiKey: (hashHex: string) => `apikeys/${hashHex}`,
+  taskPrefix: 'tasks/',
+  task: (taskId: string) => `tasks/${taskId}`,
+  idempotency: (hashHex: string) => `idempotency/${hashHex}`,
+  executionPrefix: 'executions/',
+  taskExecutionPrefix: (taskId: string) => `executions/${taskId}/`,
+  /** An execution id is `<taskId>-<run>-<attempt>`; its key nests it under the task. */
+  execution: (executionId: string) =>
+    `executions/${executionId.slice(0, executionId.indexOf('-'))}/${executionId.slice(executionId.indexOf('-') + 1)}`,
+  queuePrefix: 'queue/',
+  queue: (priority: PriorityRank, dueMs: number, executionId: string) =>
+    `queue/${priority}/${String(Math.max(0, Math.floor(dueMs))).padStart(15, '0')}/${executionId}`,
+  inflightPrefix: 'inflight/',
+  inflight: (executionId: string) => `inflight/${executionId}`,
+  leaderPrefix: 'leader/',
+  auditPrefix: 'audit/',
+} as const;
+
+/** Inverse of `keys.execution` for a key relative to the prefix. */
+export function executionIdFromKey(relativeKey: string): string {
+  const rest = relativeKey.slice(keys.executionPrefix.length);
+  return rest.replace('/', '-');
+}

@@ -1,0 +1,185 @@
+/**
+ * Leader election on etcd with fencing (docs/architecture.md, "Leader election and fencing").
+ * Each replica puts `leader/<leaseId>` under its own lease; the lowest create revision leads.
+ * The leader's `Fence` makes every leader write conditional on that key still standing.
+ */
+import type { Lease, Watcher } from 'etcd3';
+import type { Logger } from 'pino';
+import { prefixEnd, type Fence, type Store } from './store.js';
+import { keys } from './keys.js';
+
+/** Components that run only on the leader. */
+export interface LeaderComponent {
+  readonly name: string;
+  start(fence: Fence): Promise<void> | void;
+  stop(): Promise<void> | void;
+}
+
+export interface LeaderElectionOptions {
+  store: Store;
+  /** Lease TTL in seconds. etcd rounds 1 up to 2. @default 5 */
+  ttlSeconds: number;
+  /** Started on gaining leadership, stopped (in reverse order) on losing it. */
+  components: LeaderComponent[];
+  logger: Logger;
+  /** Called with true/false whenever leadership changes (metrics). */
+  onChange?: (leading: boolean) => void;
+}
+
+export class LeaderElection {
+  private lease: Lease | undefined;
+  private watcher: Watcher | undefined;
+  private leading = false;
+  private stopped = false;
+  private term = 0;
+  /** Serialises campaign / step-down so they never interleave. */
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(private readonly options: LeaderElectionOptions) {}
+
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  /** Begins campaigning; returns at once. */
+  start(): void {
+    this.enqueue(() => this.campaign());
+  }
+
+  /** Stops leader components, resigns (deletes the key) and stops campaigning. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.enqueue(() => this.stepDown('shutdown', true));
+    await this.chain;
+  }
+
+  private enqueue(fn: () => Promise<void>): void {
+    this.chain = this.chain.then(fn).catch((err: unknown) => {
+      this.options.logger.error({ err }, 'leader election step failed');
+      if (!this.stopped) this.retryLater();
+    });
+  }
+
+  private retryLater(): void {
+    const timer = setTimeout(() => this.enqueue(() => this.campaign()), 500 + Math.random() * 500);
+    timer.unref();
+  }
+
+  private async campaign(): Promise<void> {
+    if (this.stopped || this.lease) return;
+    const { store, ttlSeconds, logger } = this.options;
+    const term = ++this.term;
+    const lease = store.client.lease(ttlSeconds, { autoKeepAlive: true });
+    this.lease = lease;
+    lease.on('lost', (err) => {
+      logger.warn({ err: err.message }, 'leader lease lost');
+      if (this.term === term) this.enqueue(() => this.stepDown('lease lost', false));
+    });
+    let key: string;
+    let myRevision: number;
+    try {
+      const leaseId = await lease.grant();
+      key = `${keys.leaderPrefix}${leaseId}`;
+      const put = await lease
+        .put(store.prefix + key)
+        .value(store.replicaId)
+        .exec();
+      myRevision = Number(put.header.revision);
+    } catch (err) {
+      this.lease = undefined;
+      lease.removeAllListeners('lost');
+      await lease.revoke().catch(() => undefined);
+      throw err;
+    }
+    logger.debug({ key, revision: myRevision }, 'campaigning');
+    await this.waitForTurn(term, key, myRevision);
+  }
+
+  /** Leads if no older candidate remains; otherwise watches the one just ahead of us. */
+  private async waitForTurn(term: number, key: string, myRevision: number): Promise<void> {
+    if (this.term !== term || this.stopped) return;
+    const { store } = this.options;
+    const res = await store.client.kv.range({
+      key: store.full(keys.leaderPrefix),
+      range_end: prefixEnd(store.full(keys.leaderPrefix)),
+      keys_only: true,
+    });
+    const ahead = res.kvs
+      .map((kv) => ({ key: store.relative(kv.key), rev: Number(kv.create_revision) }))
+      .filter((c) => c.rev < myRevision)
+      .sort((a, b) => b.rev - a.rev)[0];
+    if (!ahead) {
+      const mine = res.kvs.some((kv) => store.relative(kv.key) === key);
+      if (!mine) {
+        // Our key vanished (lease expired while we waited): start over.
+        await this.stepDown('campaign key lost', false);
+        return;
+      }
+      await this.becomeLeader(term, { key, createRevision: myRevision });
+      return;
+    }
+    const watcher = await store.client
+      .watch()
+      .key(store.prefix + ahead.key)
+      .startRevision(String(Number(res.header.revision) + 1))
+      .create();
+    this.watcher = watcher;
+    watcher.once('delete', () => {
+      void watcher.cancel();
+      if (this.watcher === watcher) this.watcher = undefined;
+      this.enqueue(() => this.waitForTurn(term, key, myRevision));
+    });
+  }
+
+  private async becomeLeader(
+    term: number,
+    at: { key: string; createRevision: number },
+  ): Promise<void> {
+    const { logger, components } = this.options;
+    const fence: Fence = {
+      key: at.key,
+      createRevision: at.createRevision,
+      lost: () => {
+        if (this.term === term && this.leading)
+          this.enqueue(() => this.stepDown('fenced off', false));
+      },
+    };
+    this.leading = true;
+    logger.info({ key: at.key }, 'became leader');
+    this.options.onChange?.(true);
+    for (const c of components) {
+      await c.start(fence);
+      if (!this.leading || this.term !== term) return;
+    }
+  }
+
+  /** Stops leader components and drops the lease; campaigns again unless stopping. */
+  private async stepDown(reason: string, resign: boolean): Promise<void> {
+    const { logger, components } = this.options;
+    const wasLeading = this.leading;
+    this.leading = false;
+    this.term++;
+    if (wasLeading) {
+      logger.warn({ reason }, 'leadership ended');
+      this.options.onChange?.(false);
+      for (const c of [...components].reverse()) {
+        try {
+          await c.stop();
+        } catch (err) {
+          logger.error({ err, component: c.name }, 'stopping leader component failed');
+        }
+      }
+    }
+    const watcher = this.watcher;
+    this.watcher = undefined;
+    if (watcher) await watcher.cancel().catch(() => undefined);
+    const lease = this.lease;
+    this.lease = undefined;
+    if (lease) {
+      lease.removeAllListeners('lost');
+      // Revoking deletes our key at once, so a successor need not wait for the TTL.
+      if (resign || !lease.revoked()) await lease.revoke().catch(() => undefined);
+    }
+    if (!this.stopped) this.enqueue(() => this.campaign());
+  }
+}

@@ -1,0 +1,218 @@
+#!/usr/bin/env node
+/**
+ * citadel-server entry point: reads flags, environment and the config file (flags win), starts
+ * a replica, and shuts it down gracefully on SIGTERM / SIGINT.
+ */
+import { readFileSync } from 'node:fs';
+import { productVersion } from '../common/version.js';
+import { Command, InvalidArgumentError as CommanderArgError } from 'commander';
+import { parse as parseYaml } from 'yaml';
+import { parseDuration } from '../common/duration.js';
+import { CitadelError, ConfigError } from '../common/errors.js';
+import { createLogger } from '../common/logger.js';
+import { CitadelServer } from './server.js';
+import { compileServerOptions, type ServerOptionsInput } from './server-options.js';
+
+const CONFIG_KEYS = new Set([
+  'dataDir',
+  'listen',
+  'etcdEndpoints',
+  'etcdPrefix',
+  'leaderTtlSeconds',
+  'missedRunThreshold',
+  'timeoutGrace',
+  'insecure',
+  'tlsSans',
+  'metricsAddr',
+  'logLevel',
+  'masterKeyFile',
+  'shutdownGrace',
+]);
+
+const duration = (field: string) => (v: string) => {
+  try {
+    return parseDuration(v, field);
+  } catch (err) {
+    throw new CommanderArgError(err instanceof Error ? err.message : String(err));
+  }
+};
+
+const collect = (v: string, prev: string[] = []) => [...prev, ...v.split(',').filter(Boolean)];
+
+/** Reads the YAML config file into option inputs; unknown keys are an error. */
+function readConfigFile(file: string): ServerOptionsInput {
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError('--config', `cannot read ${file}: ${(err as Error).message}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc))
+    throw new ConfigError('--config', 'must be a YAML mapping');
+  const raw = doc as Record<string, unknown>;
+  for (const k of Object.keys(raw)) {
+    if (!CONFIG_KEYS.has(k))
+      throw new ConfigError(`${file}: ${k}`, `unknown key (known: ${[...CONFIG_KEYS].join(', ')})`);
+  }
+  const out: ServerOptionsInput = {};
+  const str = (k: string) => {
+    if (raw[k] === undefined) return undefined;
+    if (typeof raw[k] !== 'string') throw new ConfigError(`${file}: ${k}`, 'must be a string');
+    return raw[k];
+  };
+  const list = (k: string) => {
+    const v = raw[k];
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string'))
+      throw new ConfigError(`${file}: ${k}`, 'must be a list of strings');
+    return v as string[];
+  };
+  out.dataDir = str('dataDir');
+  out.listen = str('listen');
+  out.etcdEndpoints = list('etcdEndpoints');
+  out.etcdPrefix = str('etcdPrefix');
+  if (raw.leaderTtlSeconds !== undefined) out.leaderTtlSeconds = Number(raw.leaderTtlSeconds);
+  const mrt = str('missedRunThreshold');
+  if (mrt !== undefined)
+    out.missedRunThresholdMs = parseDuration(mrt, `${file}: missedRunThreshold`);
+  const tg = str('timeoutGrace');
+  if (tg !== undefined) out.timeoutGraceMs = parseDuration(tg, `${file}: timeoutGrace`);
+  if (raw.insecure !== undefined) out.insecure = raw.insecure === true;
+  out.tlsSans = list('tlsSans');
+  out.metricsAddr = str('metricsAddr');
+  out.logLevel = str('logLevel');
+  out.masterKeyFile = str('masterKeyFile');
+  const sg = str('shutdownGrace');
+  if (sg !== undefined) out.shutdownGraceMs = parseDuration(sg, `${file}: shutdownGrace`);
+  return Object.fromEntries(Object.entries(out).filter(([, v]) => v !== undefined));
+}
+
+interface Flags {
+  config?: string;
+  dataDir?: string;
+  listen?: string;
+  etcdEndpoints?: string[];
+  etcdPrefix?: string;
+  leaderTtl?: number;
+  missedRunThreshold?: number;
+  timeoutGrace?: number;
+  insecure?: boolean;
+  tlsSan?: string[];
+  metricsAddr?: string;
+  logLevel?: string;
+  masterKeyFile?: string;
+  shutdownGrace?: number;
+}
+
+async function main(): Promise<void> {
+  const program = new Command('citadel-server')
+    .description(
+      'Citadel control plane replica: gRPC API, scheduler and leader election over etcd.',
+    )
+    .version(productVersion())
+    .option(
+      '--config <file>',
+      'YAML config file (keys as in docs/operations.md); flags override it',
+    )
+    .option(
+      '--data-dir <dir>',
+      'data folder: embedded etcd, master key, ca.crt, admin.key (default ".citadel")',
+    )
+    .option('--listen <host:port>', 'gRPC API address (default "127.0.0.1:7443")')
+    .option(
+      '--etcd-endpoints <urls>',
+      'external etcd, comma-separated http(s)://host:port; none starts the embedded etcd',
+      collect,
+    )
+    .option('--etcd-prefix <prefix>', 'key prefix in etcd (default "/citadel/")')
+    .option('--leader-ttl <seconds>', 'leader lease TTL, 2-60 (default 5)', (v) => Number(v))
+    .option(
+      '--missed-run-threshold <duration>',
+      'firings later than this are missed (default 15s)',
+      duration('--missed-run-threshold'),
+    )
+    .option(
+      '--timeout-grace <duration>',
+      'extra time past a timeout before timed_out (default 30s)',
+      duration('--timeout-grace'),
+    )
+    .option('--insecure', 'serve plaintext gRPC, for local debugging only')
+    .option(
+      '--tls-san <name>',
+      'extra DNS name or IP in the serving certificate (repeatable)',
+      collect,
+    )
+    .option(
+      '--metrics-addr <host:port>',
+      'Prometheus endpoint, "" to disable (default "127.0.0.1:9464")',
+    )
+    .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default "info")')
+    .option(
+      '--master-key-file <file>',
+      'file holding the base64 master key (or set CITADEL_MASTER_KEY)',
+    )
+    .option(
+      '--shutdown-grace <duration>',
+      'how long SIGTERM waits for in-flight calls (default 10s)',
+      duration('--shutdown-grace'),
+    );
+  program.parse();
+  const flags = program.opts<Flags>();
+
+  const fromFile = flags.config ? readConfigFile(flags.config) : {};
+  const fromFlags: ServerOptionsInput = Object.fromEntries(
+    Object.entries({
+      dataDir: flags.dataDir,
+      listen: flags.listen,
+      etcdEndpoints: flags.etcdEndpoints,
+      etcdPrefix: flags.etcdPrefix,
+      leaderTtlSeconds: flags.leaderTtl,
+      missedRunThresholdMs: flags.missedRunThreshold,
+      timeoutGraceMs: flags.timeoutGrace,
+      insecure: flags.insecure,
+      tlsSans: flags.tlsSan,
+      metricsAddr: flags.metricsAddr,
+      logLevel: flags.logLevel,
+      masterKeyFile: flags.masterKeyFile,
+      shutdownGraceMs: flags.shutdownGrace,
+    }).filter(([, v]) => v !== undefined),
+  );
+  const options = compileServerOptions({
+    ...fromFile,
+    ...fromFlags,
+    masterKeyEnv: process.env.CITADEL_MASTER_KEY,
+  });
+  const logger = createLogger({ name: 'citadel-server', level: options.logLevel });
+  const server = await CitadelServer.start(options, logger);
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    server.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof CitadelError) {
+    process.stderr.write(`citadel-server: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(
+    `citadel-server: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exit(1);
+});

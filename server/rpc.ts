@@ -1,0 +1,171 @@
+/**
+ * The RPC boundary: every handler is wrapped here, once. The wrapper authenticates the caller
+ * (or fails UNAUTHENTICATED before the handler runs), records metrics, and translates domain
+ * errors to gRPC statuses; anything unknown becomes INTERNAL with a generic message, its detail
+ * going only to the log.
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  Metadata,
+  status,
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+  type ServerErrorResponse,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type StatusObject,
+} from '@grpc/grpc-js';
+import { GRPCGenericError } from 'etcd3';
+import type { Logger } from 'pino';
+import {
+  AbortedError,
+  AlreadyExistsError,
+  CitadelError,
+  ConflictError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  NotLeaderError,
+  OutOfRangeError,
+  PermissionDeniedError,
+  QuotaExceededError,
+  UnauthenticatedError,
+  UnavailableError,
+} from '../common/errors.js';
+import type { ApiKeyTable } from './api-keys.js';
+import type { Metrics } from './metrics.js';
+import type { Actor } from './store.js';
+
+/** The authenticated caller of an RPC. */
+export interface Principal extends Actor {
+  role: string;
+  /** How the caller proved who they are. */
+  method: 'api_key';
+  credentialId: string;
+}
+
+export interface RpcContext {
+  principal: Principal;
+}
+
+const CODE_OF: [new (...args: never[]) => CitadelError, status][] = [
+  [InvalidArgumentError, status.INVALID_ARGUMENT],
+  [NotFoundError, status.NOT_FOUND],
+  [AlreadyExistsError, status.ALREADY_EXISTS],
+  [AbortedError, status.ABORTED],
+  [ConflictError, status.ABORTED],
+  [FailedPreconditionError, status.FAILED_PRECONDITION],
+  [UnauthenticatedError, status.UNAUTHENTICATED],
+  [PermissionDeniedError, status.PERMISSION_DENIED],
+  [QuotaExceededError, status.RESOURCE_EXHAUSTED],
+  [OutOfRangeError, status.OUT_OF_RANGE],
+  [NotLeaderError, status.UNAVAILABLE],
+  [UnavailableError, status.UNAVAILABLE],
+];
+
+/** Translates any thrown value into a gRPC status; logs what the client must not see. */
+export function toStatus(err: unknown, logger: Logger, method: string): Partial<StatusObject> {
+  const metadata = new Metadata();
+  if (err instanceof CitadelError) {
+    const code = CODE_OF.find(([cls]) => err instanceof cls)?.[1] ?? status.INTERNAL;
+    if (err.retryable) metadata.set('citadel-retryable', 'true');
+    if (code !== status.INTERNAL) return { code, details: err.message, metadata };
+  }
+  if (err instanceof GRPCGenericError) {
+    // etcd could not be reached or timed out: the call may succeed on retry.
+    logger.warn({ err, method }, 'etcd unavailable');
+    metadata.set('citadel-retryable', 'true');
+    return { code: status.UNAVAILABLE, details: 'the store is unavailable; retry later', metadata };
+  }
+  const incident = randomUUID();
+  logger.error({ err, method, incident }, 'internal error');
+  return { code: status.INTERNAL, details: `internal error (incident ${incident})`, metadata };
+}
+
+export interface RpcDeps {
+  apiKeys: ApiKeyTable;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+/** Resolves the caller from `authorization: Bearer ...`. */
+export function authenticate(deps: RpcDeps, metadata: Metadata, peer: string): Principal {
+  const values = metadata.get('authorization');
+  if (values.length !== 1 || typeof values[0] !== 'string') {
+    throw new UnauthenticatedError(
+      'missing credentials: send "authorization: Bearer <API key>" metadata',
+    );
+  }
+  const match = /^Bearer\s+(\S+)$/i.exec(values[0]);
+  if (!match) throw new UnauthenticatedError('authorization metadata must be "Bearer <API key>"');
+  const record = deps.apiKeys.lookup(match[1]!);
+  if (!record) throw new UnauthenticatedError('invalid, revoked or expired API key');
+  return {
+    userId: record.principal,
+    role: record.role,
+    method: 'api_key',
+    credentialId: record.id,
+    ipAddress: peerAddress(peer),
+  };
+}
+
+/** `ipv4:1.2.3.4:5678` or `ipv6:[::1]:5678` -> the address alone. */
+function peerAddress(peer: string): string {
+  const m = /^(?:ipv4:|ipv6:)?\[?([^\]]+?)\]?:\d+$/.exec(peer);
+  return m ? m[1]! : peer;
+}
+
+/** Wraps a unary handler with authentication, metrics and error translation. */
+export function unary<Req, Res>(
+  deps: RpcDeps,
+  method: string,
+  handler: (request: Req, ctx: RpcContext, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
+): handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    const end = deps.metrics.rpcSeconds.startTimer({ method });
+    let principal: Principal;
+    const done = (err: Partial<StatusObject> | null, res?: Res) => {
+      end();
+      deps.metrics.rpcTotal.inc({ method, code: status[err?.code ?? status.OK] });
+      if (err) callback(err as ServerErrorResponse);
+      else callback(null, res);
+    };
+    try {
+      principal = authenticate(deps, call.metadata, call.getPeer());
+    } catch (err) {
+      deps.logger.info({ method, peer: call.getPeer() }, 'unauthenticated call refused');
+      done(toStatus(err, deps.logger, method));
+      return;
+    }
+    handler(call.request, { principal }, call).then(
+      (res) => done(null, res),
+      (err: unknown) => done(toStatus(err, deps.logger, method)),
+    );
+  };
+}
+
+/** Wraps a server-streaming handler the same way; the handler resolves when the stream ends. */
+export function serverStream<Req, Res>(
+  deps: RpcDeps,
+  method: string,
+  handler: (request: Req, ctx: RpcContext, call: ServerWritableStream<Req, Res>) => Promise<void>,
+): handleServerStreamingCall<Req, Res> {
+  return (call) => {
+    const finish = (err: unknown) => {
+      const s = toStatus(err, deps.logger, method);
+      deps.metrics.rpcTotal.inc({ method, code: status[s.code ?? status.INTERNAL] });
+      call.emit('error', s);
+    };
+    let principal: Principal;
+    try {
+      principal = authenticate(deps, call.metadata, call.getPeer());
+    } catch (err) {
+      finish(err);
+      return;
+    }
+    handler(call.request, { principal }, call).then(() => {
+      deps.metrics.rpcTotal.inc({ method, code: 'OK' });
+      call.end();
+    }, finish);
+  };
+}

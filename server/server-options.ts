@@ -1,0 +1,97 @@
+/**
+ * Server options: documented defaults, validated once at start into a readonly object.
+ * Only server/main.ts reads flags, environment and the config file.
+ */
+import { ConfigError } from '../common/errors.js';
+
+export interface ServerOptions {
+  /** Folder for the embedded etcd, the master key, ca.crt and admin.key. @default ".citadel" */
+  dataDir: string;
+  /** Address of the gRPC API. @default "127.0.0.1:7443" */
+  listen: string;
+  /** External etcd endpoints (http://host:port). Empty starts the embedded etcd. @default [] */
+  etcdEndpoints: string[];
+  /** Prefix of every key in etcd; lets clusters share an etcd. @default "/citadel/" */
+  etcdPrefix: string;
+  /** Leader lease TTL in seconds (2-60). @default 5 */
+  leaderTtlSeconds: number;
+  /** Firings later than this are "missed". @default 15000 */
+  missedRunThresholdMs: number;
+  /** Extra time past a timeout before an unreported execution is timed out. @default 30000 */
+  timeoutGraceMs: number;
+  /** Serve plaintext gRPC (local debugging only). @default false */
+  insecure: boolean;
+  /** Extra DNS names or IPs for the serving certificate. @default [] */
+  tlsSans: string[];
+  /** Address of the Prometheus endpoint, or "" to disable. @default "127.0.0.1:9464" */
+  metricsAddr: string;
+  /** Log level (fatal, error, warn, info, debug, trace). @default "info" */
+  logLevel: string;
+  /** File holding the base64 master key. Unset: CITADEL_MASTER_KEY or <dataDir>/master.key. */
+  masterKeyFile?: string;
+  /** Base64 master key from the environment (CITADEL_MASTER_KEY). */
+  masterKeyEnv?: string;
+  /** How long SIGTERM waits for in-flight calls. @default 10000 */
+  shutdownGraceMs: number;
+}
+
+export type ServerOptionsInput = Partial<ServerOptions>;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Parses "host:port" ("[::1]:7443" for IPv6); port 0 picks a free port. */
+export function parseHostPort(value: string, field: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(field, `${JSON.stringify(value)} is not host:port`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+function intInRange(value: number, field: string, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(field, `must be an integer from ${min} to ${max}`);
+  }
+  return value;
+}
+
+/**
+ * Applies defaults and validates.
+ * @throws ConfigError naming the bad option.
+ */
+export function compileServerOptions(input: ServerOptionsInput): Readonly<ServerOptions> {
+  const o: ServerOptions = {
+    dataDir: input.dataDir ?? '.citadel',
+    listen: input.listen ?? '127.0.0.1:7443',
+    etcdEndpoints: input.etcdEndpoints ?? [],
+    etcdPrefix: input.etcdPrefix ?? '/citadel/',
+    leaderTtlSeconds: input.leaderTtlSeconds ?? 5,
+    missedRunThresholdMs: input.missedRunThresholdMs ?? 15_000,
+    timeoutGraceMs: input.timeoutGraceMs ?? 30_000,
+    insecure: input.insecure ?? false,
+    tlsSans: input.tlsSans ?? [],
+    metricsAddr: input.metricsAddr ?? '127.0.0.1:9464',
+    logLevel: input.logLevel ?? 'info',
+    masterKeyFile: input.masterKeyFile,
+    masterKeyEnv: input.masterKeyEnv,
+    shutdownGraceMs: input.shutdownGraceMs ?? 10_000,
+  };
+  if (o.dataDir === '') throw new ConfigError('--data-dir', 'must not be empty');
+  parseHostPort(o.listen, '--listen');
+  if (o.metricsAddr !== '') parseHostPort(o.metricsAddr, '--metrics-addr');
+  for (const e of o.etcdEndpoints) {
+    if (!/^https?:\/\/[^/\s]+$/.test(e)) {
+      throw new ConfigError('--etcd-endpoints', `${JSON.stringify(e)} is not http(s)://host:port`);
+    }
+  }
+  if (!/^\/[A-Za-z0-9._/-]*\/$/.test(o.etcdPrefix)) {
+    throw new ConfigError('--etcd-prefix', 'must start and end with "/" (for example /citadel/)');
+  }
+  intInRange(o.leaderTtlSeconds, '--leader-ttl', 2, 60);
+  intInRange(o.missedRunThresholdMs, '--missed-run-threshold', 1000, 86_400_000);
+  intInRange(o.timeoutGraceMs, '--timeout-grace', 0, 3_600_000);
+  intInRange(o.shutdownGraceMs, '--shutdown-grace', 0, 600_000);
+  if (!LOG_LEVELS.includes(o.logLevel)) {
+    throw new ConfigError('--log-level', `must be one of ${LOG_LEVELS.join(', ')}`);
+  }
+  return Object.freeze(o);
+}

@@ -1,0 +1,236 @@
+/**
+ * One citadel-server replica: connects to (or starts) etcd, bootstraps or loads the cluster,
+ * serves the gRPC API with TLS, health and reflection, campaigns for leadership, and shuts all
+ * of it down in order.
+ */
+import 'reflect-metadata';
+import { readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { isIP } from 'node:net';
+import path from 'node:path';
+import type { Server as HttpServer } from 'node:http';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { loadFileDescriptorSetFromBuffer, loadSync } from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { Etcd3 } from 'etcd3';
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import type { Logger } from 'pino';
+import { randomBase32 } from '../common/ids.js';
+import { TaskServiceService } from '../gen/citadel/v1/task_service.js';
+import { ApiKeyTable } from './api-keys.js';
+import { bootstrapCluster, writePrivateFile } from './bootstrap.js';
+import { startEmbeddedEtcd, type EmbeddedEtcd } from './embedded-etcd.js';
+import { LeaderElection } from './leader-election.js';
+import { loadMasterKey } from './master-key.js';
+import { Metrics } from './metrics.js';
+import { Scheduler } from './scheduler.js';
+import { parseHostPort, type ServerOptions } from './server-options.js';
+import { Store } from './store.js';
+import { TaskEngine } from './task-engine.js';
+import { taskService } from './task-service.js';
+import { TimeoutWatcher } from './timeout-watcher.js';
+import { caFingerprint, issueServerCert } from './tls/ca.js';
+
+/** The compiled descriptor set of proto/, written by `npm run gen`, for reflection. */
+const DESCRIPTOR_PATH = new URL('../gen/citadel.binpb', import.meta.url);
+
+export class CitadelServer {
+  private constructor(
+    readonly options: Readonly<ServerOptions>,
+    readonly port: number,
+    readonly caPem: string,
+    readonly caPath: string,
+    readonly election: LeaderElection,
+    readonly store: Store,
+    readonly engine: TaskEngine,
+    /** Set only on the replica that created the cluster. */
+    readonly adminKey: string | undefined,
+    readonly metricsPort: number | undefined,
+    private readonly parts: {
+      grpc: Server;
+      health: HealthImplementation;
+      apiKeys: ApiKeyTable;
+      client: Etcd3;
+      etcd?: EmbeddedEtcd;
+      metricsServer?: HttpServer;
+      logger: Logger;
+    },
+  ) {}
+
+  /** Starts a replica. Resolves once it serves; leadership is campaigned for in the background. */
+  static async start(options: Readonly<ServerOptions>, logger: Logger): Promise<CitadelServer> {
+    await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+    let etcd: EmbeddedEtcd | undefined;
+    let endpoints = options.etcdEndpoints;
+    if (endpoints.length === 0) {
+      etcd = await startEmbeddedEtcd({
+        dataDir: path.join(options.dataDir, 'etcd'),
+        onLog: (line) => logger.trace({ etcd: line }, 'etcd'),
+      });
+      endpoints = [etcd.endpoint];
+      logger.info({ endpoint: etcd.endpoint }, 'embedded etcd started');
+    }
+    const client = new Etcd3({ hosts: endpoints, dialTimeout: 5000 });
+    try {
+      return await CitadelServer.startOn(options, logger, client, etcd);
+    } catch (err) {
+      client.close();
+      await etcd?.stop();
+      throw err;
+    }
+  }
+
+  private static async startOn(
+    options: Readonly<ServerOptions>,
+    logger: Logger,
+    client: Etcd3,
+    etcd: EmbeddedEtcd | undefined,
+  ): Promise<CitadelServer> {
+    const replicaId = randomBase32(8);
+    const store = new Store({ client, prefix: options.etcdPrefix, replicaId });
+    const master = await loadMasterKey({
+      envValue: options.masterKeyEnv,
+      file: options.masterKeyFile,
+      dataDir: options.dataDir,
+      createIfMissing: true,
+    });
+    const cluster = await bootstrapCluster(store, master.key);
+    const caPath = path.join(options.dataDir, 'ca.crt');
+    await writePrivateFile(caPath, cluster.ca.certPem);
+    if (cluster.adminKey) {
+      const keyPath = path.join(options.dataDir, 'admin.key');
+      await writePrivateFile(keyPath, cluster.adminKey + '\n');
+      // Shown once, on stderr rather than in the JSON log, so log shipping never carries it.
+      process.stderr.write(
+        `\nCitadel cluster created. Admin API key (shown once, also saved to ${keyPath}, mode 0600):\n\n  ${cluster.adminKey}\n\n`,
+      );
+    }
+
+    const metrics = new Metrics();
+    const apiKeys = new ApiKeyTable(store, logger);
+    await apiKeys.start();
+    const engine = new TaskEngine(store, cluster.keyring, {
+      missedRunThresholdMs: options.missedRunThresholdMs,
+    });
+    const election = new LeaderElection({
+      store,
+      ttlSeconds: options.leaderTtlSeconds,
+      logger,
+      components: [
+        new Scheduler(store, engine, logger, metrics),
+        new TimeoutWatcher(store, engine, options.timeoutGraceMs, logger),
+      ],
+      onChange: (leading) => metrics.leader.set(leading ? 1 : 0),
+    });
+
+    const grpc = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
+    const deps = { apiKeys, logger, metrics, store, engine, keyring: cluster.keyring };
+    grpc.addService(TaskServiceService, taskService(deps));
+    const health = new HealthImplementation({
+      '': 'NOT_SERVING',
+      'citadel.v1.TaskService': 'NOT_SERVING',
+    });
+    health.addToServer(grpc);
+    const descriptors = loadFileDescriptorSetFromBuffer(await readFile(DESCRIPTOR_PATH));
+    const healthDef = loadSync(healthProtoPath);
+    new ReflectionService({ ...descriptors, ...healthDef }).addToServer(grpc);
+
+    const { host, port } = parseHostPort(options.listen, '--listen');
+    let credentials: ServerCredentials;
+    if (options.insecure) {
+      logger.warn(
+        '--insecure: serving PLAINTEXT gRPC; credentials travel unencrypted. Never use this outside local debugging.',
+      );
+      credentials = ServerCredentials.createInsecure();
+    } else {
+      const sans = ['localhost', hostname(), ...options.tlsSans];
+      const cert = await issueServerCert(cluster.ca, {
+        commonName: 'citadel-server',
+        dnsNames: [...new Set(sans.filter((s) => isIP(s) === 0))],
+        ipAddresses: [...new Set(['127.0.0.1', '::1', ...sans.filter((s) => isIP(s) !== 0)])],
+      });
+      credentials = ServerCredentials.createSsl(
+        null,
+        [{ private_key: Buffer.from(cert.keyPem), cert_chain: Buffer.from(cert.certPem) }],
+        false,
+      );
+    }
+    const bound = await new Promise<number>((resolve, reject) => {
+      grpc.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, credentials, (err, p) =>
+        err ? reject(err) : resolve(p),
+      );
+    });
+
+    let metricsServer: HttpServer | undefined;
+    let metricsPort: number | undefined;
+    if (options.metricsAddr !== '') {
+      const m = parseHostPort(options.metricsAddr, '--metrics-addr');
+      ({ server: metricsServer, port: metricsPort } = await metrics.listen(m.host, m.port));
+    }
+
+    election.start();
+    health.setStatus('', 'SERVING');
+    health.setStatus('citadel.v1.TaskService', 'SERVING');
+    logger.info(
+      {
+        listen: `${host}:${bound}`,
+        tls: !options.insecure,
+        caFile: caPath,
+        caFingerprint: caFingerprint(cluster.ca.certPem),
+        clusterId: cluster.clusterId,
+        replicaId,
+        metricsPort,
+      },
+      'citadel-server ready',
+    );
+    return new CitadelServer(
+      options,
+      bound,
+      cluster.ca.certPem,
+      caPath,
+      election,
+      store,
+      engine,
+      cluster.adminKey,
+      metricsPort,
+      {
+        grpc,
+        health,
+        apiKeys,
+        client,
+        etcd,
+        metricsServer,
+        logger,
+      },
+    );
+  }
+
+  /**
+   * Graceful shutdown: report NOT_SERVING, resign leadership, let in-flight calls finish (up to
+   * the shutdown grace), then close etcd connections and stop the embedded etcd.
+   */
+  async stop(): Promise<void> {
+    const { grpc, health, apiKeys, client, etcd, metricsServer, logger } = this.parts;
+    health.setStatus('', 'NOT_SERVING');
+    health.setStatus('citadel.v1.TaskService', 'NOT_SERVING');
+    await this.election.stop();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        grpc.forceShutdown();
+        resolve();
+      }, this.options.shutdownGraceMs);
+      grpc.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    await apiKeys.stop();
+    client.close();
+    await etcd?.stop();
+    await new Promise<void>((resolve) =>
+      metricsServer ? metricsServer.close(() => resolve()) : resolve(),
+    );
+    logger.info('citadel-server stopped');
+  }
+}

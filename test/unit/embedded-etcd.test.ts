@@ -1,0 +1,198 @@
+/** The embedded etcd: a real etcd 3.4 process, started, used, stopped, restarted, orphaned. */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import * as fs from 'node:fs/promises';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, test } from 'node:test';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import { Etcd3 } from 'etcd3';
+
+import { UnavailableError } from '../../common/errors.js';
+import { startEmbeddedEtcd } from '../../server/embedded-etcd.js';
+import { startTestEtcd } from '../helpers/etcd.js';
+import { eventually } from '../helpers/eventually.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const cleanups: (() => Promise<unknown>)[] = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+async function tempDir(): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'citadel-etcd-'));
+  cleanups.push(() => fs.rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function withClient<T>(endpoint: string, use: (client: Etcd3) => Promise<T>): Promise<T> {
+  const client = new Etcd3({ hosts: endpoint });
+  try {
+    return await use(client);
+  } finally {
+    client.close();
+  }
+}
+
+async function readPid(dataDir: string): Promise<number> {
+  return Number.parseInt(await fs.readFile(path.join(dataDir, 'etcd.pid'), 'utf8'), 10);
+}
+
+/** Gone or a zombie (whose reaping is up to whoever adopted it). */
+async function isDead(pid: number): Promise<boolean> {
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch {
+    return true;
+  }
+}
+
+async function portIsClosed(port: number): Promise<boolean> {
+  const socket = net.connect({ host: '127.0.0.1', port });
+  try {
+    await once(socket, 'connect');
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
+  } finally {
+    socket.destroy();
+  }
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as net.AddressInfo;
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+function killOnCleanup(child: ChildProcess): void {
+  cleanups.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    }
+  });
+}
+
+void test('starts, serves put and get, and stops for good', { timeout: 15_000 }, async () => {
+  const etcd = await startTestEtcd();
+  cleanups.push(() => etcd.stop());
+  assert.match(etcd.endpoint, /^http:\/\/127\.0\.0\.1:\d+$/);
+  assert.equal((await fs.stat(etcd.dataDir)).mode & 0o777, 0o700);
+  const pid = await readPid(etcd.dataDir);
+
+  const value = await withClient(etcd.endpoint, async (client) => {
+    await client.put('citadel/test').value('hello');
+    return client.get('citadel/test').string();
+  });
+  assert.equal(value, 'hello');
+
+  await etcd.stop();
+  await etcd.stop(); // idempotent
+  assert.ok(await isDead(pid), `etcd pid ${pid} still running after stop()`);
+  assert.ok(await portIsClosed(Number(new URL(etcd.endpoint).port)), 'client port still open');
+});
+
+void test(
+  'kills a leftover etcd that holds the data dir, then starts on the same data',
+  { timeout: 15_000 },
+  async () => {
+    const dataDir = await tempDir();
+    const [clientPort, peerPort] = [await freePort(), await freePort()];
+    const url = (port: number) => `http://127.0.0.1:${port}`;
+    // As a crashed server would leave it: an etcd on this data dir and its pid file.
+    const leftover = spawn(
+      'etcd',
+      [
+        '--name=citadel',
+        `--data-dir=${dataDir}`,
+        `--listen-client-urls=${url(clientPort)}`,
+        `--advertise-client-urls=${url(clientPort)}`,
+        `--listen-peer-urls=${url(peerPort)}`,
+        `--initial-advertise-peer-urls=${url(peerPort)}`,
+        `--initial-cluster=citadel=${url(peerPort)}`,
+        '--logger=zap',
+        '--log-outputs=stderr',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    killOnCleanup(leftover);
+    const leftoverExit = once(leftover, 'exit');
+    await fs.writeFile(path.join(dataDir, 'etcd.pid'), `${leftover.pid}\n`);
+    await new Promise<void>((resolve, reject) => {
+      createInterface({ input: leftover.stderr }).on('line', (line) => {
+        if (line.includes('"msg":"serving client traffic insecurely')) resolve();
+      });
+      leftover.once('exit', () => reject(new Error('the leftover etcd exited before serving')));
+    });
+    await withClient(url(clientPort), async (client) => {
+      await client.put('citadel/survivor').value('yes');
+    });
+
+    const etcd = await startEmbeddedEtcd({ dataDir });
+    cleanups.push(() => etcd.stop());
+    assert.deepEqual(await leftoverExit, [null, 'SIGKILL']);
+    const pid = await readPid(dataDir);
+    assert.notEqual(pid, leftover.pid);
+    assert.equal(await isDead(pid), false);
+    const value = await withClient(etcd.endpoint, (client) =>
+      client.get('citadel/survivor').string(),
+    );
+    assert.equal(value, 'yes');
+    await etcd.stop();
+    assert.equal(await etcd.exited, null); // after a clean shutdown etcd re-raises SIGTERM
+    await assert.rejects(fs.access(path.join(dataDir, 'etcd.pid')), { code: 'ENOENT' });
+  },
+);
+
+void test(
+  'a missing etcd binary is UnavailableError naming the package to install',
+  { timeout: 15_000 },
+  async () => {
+    const dataDir = await tempDir();
+    await assert.rejects(
+      startEmbeddedEtcd({ dataDir, binary: 'etcd-does-not-exist' }),
+      (err: unknown) => err instanceof UnavailableError && /etcd-server/.test(err.message),
+    );
+  },
+);
+
+void test('etcd dies with its parent on SIGKILL', { timeout: 15_000 }, async (t) => {
+  try {
+    await fs.access('/usr/bin/setpriv');
+  } catch {
+    t.skip('util-linux setpriv is not installed');
+    return;
+  }
+  const dataDir = await tempDir();
+  const moduleUrl = pathToFileURL(path.join(repoRoot, 'server/embedded-etcd.ts')).href;
+  const script = `
+    const { startEmbeddedEtcd } = await import(${JSON.stringify(moduleUrl)});
+    await startEmbeddedEtcd({ dataDir: ${JSON.stringify(dataDir)} });
+    console.log('ready');
+    setInterval(() => {}, 60_000);
+  `;
+  const parent = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: repoRoot,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  killOnCleanup(parent);
+  const [output] = (await once(parent.stdout, 'data')) as [Buffer];
+  assert.equal(output.toString().trim(), 'ready');
+  const pid = await readPid(dataDir);
+  assert.equal(await isDead(pid), false);
+  cleanups.push(async () => {
+    if (!(await isDead(pid))) process.kill(pid, 'SIGKILL');
+  });
+
+  parent.kill('SIGKILL');
+  await eventually(() => isDead(pid), { timeoutMs: 5_000, message: `etcd pid ${pid} to die` });
+});
