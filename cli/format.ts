@@ -19,7 +19,6 @@ import {
   OverlapPolicy,
   Priority,
   type Task,
-  missedRunPolicyToJSON,
   overlapPolicyToJSON,
   priorityToJSON,
 } from '../gen/citadel/v1/task.js';
@@ -104,6 +103,15 @@ export function priorityName(priority: Priority): string {
   return enumName(priorityToJSON(effective), 'PRIORITY_');
 }
 
+/** `allow`, `forbid` or `replace`; unspecified reads as `allow`, as the contract defines. */
+export function overlapName(policy: OverlapPolicy): string {
+  const effective =
+    policy === OverlapPolicy.OVERLAP_POLICY_UNSPECIFIED
+      ? OverlapPolicy.OVERLAP_POLICY_ALLOW
+      : policy;
+  return enumName(overlapPolicyToJSON(effective), 'OVERLAP_POLICY_');
+}
+
 function enumName(json: string, prefix: string): string {
   return json === 'UNRECOGNIZED' ? 'unknown' : json.replace(prefix, '').toLowerCase();
 }
@@ -151,23 +159,12 @@ export function taskDetails(task: Task): string {
   ];
   if (task.schedule?.$case === 'cron') {
     const cron = task.schedule.value;
-    const missed = cron.missedRunPolicy || MissedRunPolicy.MISSED_RUN_POLICY_SKIP;
+    const catchUp = cron.missedRunPolicy === MissedRunPolicy.MISSED_RUN_POLICY_CATCH_UP_ONCE;
     entries.push(
-      [
-        'overlap',
-        enumName(
-          overlapPolicyToJSON(cron.overlapPolicy || OverlapPolicy.OVERLAP_POLICY_ALLOW),
-          'OVERLAP_POLICY_',
-        ),
-      ],
-      [
-        'missed runs',
-        missed === MissedRunPolicy.MISSED_RUN_POLICY_CATCH_UP_ONCE
-          ? 'catch-up'
-          : enumName(missedRunPolicyToJSON(missed), 'MISSED_RUN_POLICY_'),
-      ],
+      ['overlap', overlapName(cron.overlapPolicy)],
+      ['missed runs', catchUp ? 'catch-up' : 'skip'],
     );
-    if (missed === MissedRunPolicy.MISSED_RUN_POLICY_CATCH_UP_ONCE) {
+    if (catchUp) {
       entries.push(['catch-up window', formatOptionalDuration(cron.catchUpWindow, '1h (default)')]);
     }
   }

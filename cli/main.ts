@@ -4,42 +4,17 @@
  * server or the connection fails, 2 for usage errors, including flags refused before any call.
  */
 
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
 import { Command } from 'commander';
 
+import { productVersion } from '../common/version.js';
 import { registerExecutionCommands } from './commands/execution.js';
 import { registerTaskCommands } from './commands/task.js';
 import { addGlobalOptions, reportError } from './session.js';
 
-/**
- * The version in the project's package.json, found by walking up from this file: it sits one
- * level up when run from source and two levels up when run from dist/.
- */
-function readVersion(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
-        name?: unknown;
-        version?: unknown;
-      };
-      if (pkg.name === 'citadel' && typeof pkg.version === 'string') return pkg.version;
-    } catch {
-      // No package.json here; keep climbing.
-    }
-    const parent = dirname(dir);
-    if (parent === dir) return 'unknown';
-    dir = parent;
-  }
-}
-
 function buildProgram(): Command {
   const program = new Command('citadelctl')
     .description('Operate a Citadel cluster: tasks and their executions.')
-    .version(readVersion(), '-V, --version')
+    .version(productVersion(), '-V, --version')
     // Settings inherited by subcommands must come before they are added.
     .exitOverride()
     .showHelpAfterError('(add --help for usage)')

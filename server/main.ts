@@ -4,6 +4,7 @@
  * a replica, and shuts it down gracefully on SIGTERM / SIGINT.
  */
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { productVersion } from '../common/version.js';
 import { Command, InvalidArgumentError as CommanderArgError } from 'commander';
 import { parse as parseYaml } from 'yaml';
@@ -185,6 +186,13 @@ async function main(): Promise<void> {
   });
   const logger = createLogger({ name: 'citadel-server', level: options.logLevel });
   const server = await CitadelServer.start(options, logger);
+  if (server.adminKey) {
+    // Shown once, on stderr rather than in the JSON log, so log shipping never carries it.
+    const keyPath = path.join(options.dataDir, 'admin.key');
+    process.stderr.write(
+      `\nCitadel cluster created. Admin API key (shown once; also saved to ${keyPath}, mode 0600):\n\n  ${server.adminKey}\n\n`,
+    );
+  }
 
   let stopping = false;
   const shutdown = (signal: string) => {

@@ -99,12 +99,7 @@ export class CitadelServer {
     const caPath = path.join(options.dataDir, 'ca.crt');
     await writePrivateFile(caPath, cluster.ca.certPem);
     if (cluster.adminKey) {
-      const keyPath = path.join(options.dataDir, 'admin.key');
-      await writePrivateFile(keyPath, cluster.adminKey + '\n');
-      // Shown once, on stderr rather than in the JSON log, so log shipping never carries it.
-      process.stderr.write(
-        `\nCitadel cluster created. Admin API key (shown once, also saved to ${keyPath}, mode 0600):\n\n  ${cluster.adminKey}\n\n`,
-      );
+      await writePrivateFile(path.join(options.dataDir, 'admin.key'), cluster.adminKey + '\n');
     }
 
     const metrics = new Metrics();

@@ -174,7 +174,7 @@ export class Store {
 
   async getJson<T>(key: string): Promise<Versioned<T> | undefined> {
     const v = await this.get(key);
-    return v && { ...v, value: JSON.parse(v.value.toString()) as T };
+    return v && { ...v, value: parseValue<T>(v.value) };
   }
 
   /** Reads several keys in one round trip (missing keys are left out). */
@@ -187,7 +187,7 @@ export class Store {
     for (const r of res.responses) {
       const kv = r.response_range?.kvs[0];
       if (kv) {
-        const v = this.versioned(kv, JSON.parse(kv.value.toString()) as T);
+        const v = this.versioned(kv, parseValue<T>(kv.value));
         out.set(v.key, v);
       }
     }
@@ -210,7 +210,7 @@ export class Store {
       revision: options.revision ?? 0,
     });
     return {
-      items: res.kvs.map((kv) => this.versioned(kv, JSON.parse(kv.value.toString()) as T)),
+      items: res.kvs.map((kv) => this.versioned(kv, parseValue<T>(kv.value))),
       more: res.more,
       revision: Number(res.header.revision),
     };
@@ -253,6 +253,11 @@ export function prefixEnd(prefix: Buffer): Buffer {
     }
   }
   return Buffer.from([0]);
+}
+
+/** JSON values; an empty value (queue entries) reads as null. */
+function parseValue<T>(value: Buffer): T {
+  return (value.length === 0 ? null : JSON.parse(value.toString())) as T;
 }
 
 function toSnakeCase(event: AuditEvent): Record<string, unknown> {

@@ -239,7 +239,7 @@ async function watchExecutions(
     try {
       await deps.store.client.kv.range({
         key: deps.store.full(prefix),
-        revision: req.afterRevision + 1,
+        revision: req.afterRevision,
         count_only: true,
       });
     } catch (err) {

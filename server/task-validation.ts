@@ -163,11 +163,8 @@ export function validateLabels(
 
 export function validateSchedule(task: Task, now: number, field = 'task'): Schedule {
   const s = task.schedule;
-  if (s === undefined) {
-    throw new InvalidArgumentError(`${field}.schedule`, 'is required: set one_time or cron');
-  }
-  if (s.$case === 'oneTime') {
-    const runAt = s.value.runAt?.getTime() ?? now;
+  if (s === undefined || s.$case === 'oneTime') {
+    const runAt = s?.value.runAt?.getTime() ?? now;
     if (!Number.isFinite(runAt))
       throw new InvalidArgumentError(`${field}.one_time.run_at`, 'is invalid');
     if (runAt > now + 3650 * DAY) {

@@ -182,7 +182,7 @@ export interface Task {
   payload:
     | { [key: string]: any }
     | undefined;
-  /** When the task runs. Exactly one of the schedule kinds is set. */
+  /** When the task runs: at most one of the schedule kinds. Unset means one_time, now. */
   schedule:
     | //
     /** Run once, at a point in time. */
