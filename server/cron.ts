@@ -75,7 +75,7 @@ export function nextFiring(expression: string, timeZone: string, afterMs: number
 export interface DuePlan {
   /** Firing times to create executions for, oldest first. */
   fire: number[];
-  /** How many due firings were dropped as missed. */
+  /** How many due firings were dropped as missed (counted up to 10,000). */
   skipped: number;
   /** The task's new nextRunAt: the first firing after `now`, or null. */
   nextRunAt: number | null;
@@ -102,11 +102,16 @@ export function planCronFirings(args: {
   const horizon = Math.max(thresholdMs, args.missed === 'catch_up_once' ? args.catchUpWindowMs : 0);
   let skipped = 0;
   let t: number | null = args.nextRunAt;
-  // Firings older than the horizon can neither run nor be caught up: jump past them.
+  // Firings older than the horizon can neither run nor be caught up: count them (up to a
+  // bound) and jump past them.
   if (t < now - horizon) {
-    skipped++;
-    t = nextFiring(expression, timeZone, now - horizon - 1);
-    // Count is approximate for very old backlogs (only the first is counted precisely).
+    let counted = 0;
+    while (t !== null && t < now - horizon && counted < 10_000) {
+      counted++;
+      t = nextFiring(expression, timeZone, t);
+    }
+    skipped += counted;
+    if (t !== null && t < now - horizon) t = nextFiring(expression, timeZone, now - horizon - 1);
   }
   const fire: number[] = [];
   let latestMissed: number | null = null;

@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
+import { credentials, Metadata, type CallOptions, type ServiceError } from '@grpc/grpc-js';
 import { createLogger } from '../../common/logger.js';
 import { TaskServiceClient } from '../../gen/citadel/v1/task_service.js';
 import { CitadelServer } from '../../server/server.js';
@@ -32,9 +32,11 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
+/** The 4-argument overload of a generated client method (the one TypeScript infers from). */
 type UnaryMethod<Req, Res> = (
   request: Req,
   metadata: Metadata,
+  options: Partial<CallOptions>,
   callback: (err: ServiceError | null, res: Res) => void,
 ) => unknown;
 
@@ -77,7 +79,9 @@ export async function startTestServer(
     adminKey,
     call: <Req, Res>(method: UnaryMethod<Req, Res>, request: Req, key = adminKey) =>
       new Promise<Res>((resolve, reject) => {
-        method.call(client, request, bearer(key), (err, res) => (err ? reject(err) : resolve(res)));
+        method.call(client, request, bearer(key), {}, (err, res) =>
+          err ? reject(err) : resolve(res),
+        );
       }),
     stop: async () => {
       client.close();

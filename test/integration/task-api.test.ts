@@ -99,7 +99,6 @@ describe('tasks', () => {
     const runAt = new Date(Date.now() + 400);
     const { task } = await create({
       type: 'report',
-      oneTime: undefined,
       schedule: { $case: 'oneTime', value: { runAt } },
     });
     assert.equal(task!.nextRunTime?.getTime(), runAt.getTime());

@@ -1,0 +1,400 @@
+/**
+ * Leader fencing (docs/architecture.md, "Leader election and fencing"): the leader A of two
+ * replica processes is paused (SIGSTOP) while an every-second cron task fires, until its lease
+ * lapses and B leads. Resumed, A must write nothing (every store write carries an audit record
+ * keyed with the writer's replica id, so any write by A would show), step down, and campaign
+ * again as a follower; every firing is still created exactly once.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { credentials, type Metadata, type ServiceError } from '@grpc/grpc-js';
+import { Etcd3 } from 'etcd3';
+import { ExecutionTrigger, type Execution } from '../../gen/citadel/v1/execution.js';
+import { MissedRunPolicy, OverlapPolicy } from '../../gen/citadel/v1/task.js';
+import {
+  CreateTaskRequest,
+  ListExecutionsRequest,
+  TaskServiceClient,
+} from '../../gen/citadel/v1/task_service.js';
+import { startTestEtcd } from '../helpers/etcd.js';
+import { eventually } from '../helpers/eventually.js';
+import { bearer, freshPrefix, spawnServer, type ServerProcess } from '../helpers/server.js';
+
+/** Registers cleanups that run once, last registered first, after the test. */
+function cleanupStack(t: TestContext): (fn: () => unknown) => void {
+  const fns: (() => unknown)[] = [];
+  t.after(async () => {
+    const errors: unknown[] = [];
+    for (const fn of fns.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
+  });
+  return (fn) => fns.push(fn);
+}
+
+/** Calls a unary method of `client`, rejecting with the ServiceError. */
+function unary<Req, Res>(
+  client: TaskServiceClient,
+  method: (req: Req, md: Metadata, cb: (err: ServiceError | null, res: Res) => void) => unknown,
+  req: Req,
+  md: Metadata,
+): Promise<Res> {
+  return new Promise<Res>((resolve, reject) => {
+    method.call(client, req, md, (err, res) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+/** Every execution of `taskId`, through the API (all pages), in run order. */
+async function listAllExecutions(
+  client: TaskServiceClient,
+  md: Metadata,
+  taskId: string,
+): Promise<Execution[]> {
+  const all: Execution[] = [];
+  let pageToken = '';
+  do {
+    const res = await unary(
+      client,
+      client.listExecutions,
+      ListExecutionsRequest.fromPartial({ taskId, pageSize: 1000, pageToken }),
+      md,
+    );
+    all.push(...res.executions);
+    pageToken = res.nextPageToken;
+  } while (pageToken !== '');
+  return all;
+}
+
+interface StoredExecution {
+  id: string;
+  run: number;
+  scheduledAt: number;
+  /** Revision at which etcd created the record. */
+  createRevision: number;
+}
+
+/** The task's execution records as stored in etcd, with their create revisions. */
+async function readExecutions(
+  kv: Etcd3,
+  prefix: string,
+  taskId: string,
+): Promise<StoredExecution[]> {
+  const res = await kv.getAll().prefix(`${prefix}executions/${taskId}/`).exec();
+  return res.kvs.map((e) => {
+    const value = JSON.parse(e.value.toString()) as Omit<StoredExecution, 'createRevision'>;
+    return { ...value, createRevision: Number(e.create_revision) };
+  });
+}
+
+interface AuditEntry {
+  key: string;
+  replicaId: string;
+  createRevision: number;
+  eventType: string;
+  executionId: string | undefined;
+}
+
+/** Every audit record of the cluster; keys are `audit/<ms:13>-<replicaId>-<seq:6>`. */
+async function readAudit(kv: Etcd3, prefix: string): Promise<AuditEntry[]> {
+  const res = await kv.getAll().prefix(`${prefix}audit/`).exec();
+  return res.kvs.map((e) => {
+    const key = e.key.toString().slice(`${prefix}audit/`.length);
+    const match = /^(\d{13})-([^-]+)-(\d{6})$/.exec(key);
+    assert.ok(match, `audit key ${key} has the form <ms:13>-<replicaId>-<seq:6>`);
+    const value = JSON.parse(e.value.toString()) as { event_type: string; execution_id?: string };
+    return {
+      key,
+      replicaId: match[2]!,
+      createRevision: Number(e.create_revision),
+      eventType: value.event_type,
+      executionId: value.execution_id,
+    };
+  });
+}
+
+/** The current etcd revision. */
+async function currentRevision(kv: Etcd3, prefix: string): Promise<number> {
+  const res = await kv.kv.range({ key: Buffer.from(`${prefix}cluster`) });
+  return Number(res.header.revision);
+}
+
+/**
+ * Asserts the firings of an every-second cron task: runs 1..N in order, each firing second
+ * once (distinct scheduled times) and none missing between the first and the last.
+ */
+function assertEveryFiringOnce(executions: Execution[]): number[] {
+  assert.ok(executions.length > 0, 'no executions');
+  const byRun = [...executions].sort((x, y) => x.run - y.run);
+  assert.deepEqual(
+    byRun.map((e) => e.run),
+    byRun.map((_, i) => i + 1),
+    'run numbers are 1..N without duplicates',
+  );
+  for (const e of byRun) {
+    assert.equal(e.attempt, 1, `${e.id}: attempt`);
+    assert.equal(e.trigger, ExecutionTrigger.EXECUTION_TRIGGER_SCHEDULE, `${e.id}: trigger`);
+    assert.ok(e.scheduledTime, `${e.id}: scheduled_time is set`);
+  }
+  const times = byRun.map((e) => e.scheduledTime!.getTime());
+  const duplicates = times.filter((t, i) => times.indexOf(t) !== i);
+  assert.deepEqual(
+    duplicates.map((t) => new Date(t).toISOString()),
+    [],
+    'a firing was created twice',
+  );
+  const sorted = [...times].sort((x, y) => x - y);
+  assert.deepEqual(times, sorted, 'runs are numbered in firing order');
+  for (const t of times) assert.equal(t % 1000, 0, `firing ${t} is on a whole second`);
+  const missing: string[] = [];
+  for (let t = sorted[0]!; t <= sorted[sorted.length - 1]!; t += 1000) {
+    if (!times.includes(t)) missing.push(new Date(t).toISOString());
+  }
+  assert.deepEqual(missing, [], 'firing seconds missing between the first and the last');
+  return times;
+}
+
+const isAlive = (s: ServerProcess) => s.child.exitCode === null && s.child.signalCode === null;
+
+void test(
+  'a paused leader deposed by its lease writes nothing when it resumes, and steps down',
+  { timeout: 60_000 },
+  async (t) => {
+    const defer = cleanupStack(t);
+    const etcd = await startTestEtcd();
+    defer(() => etcd.stop());
+    const root = await fs.mkdtemp(path.join(os.tmpdir(), 'citadel-fencing-'));
+    defer(() => fs.rm(root, { recursive: true, force: true }));
+    const kv = new Etcd3({ hosts: etcd.endpoint });
+    defer(() => kv.close());
+
+    const prefix = freshPrefix();
+    const masterKey = randomBytes(32).toString('base64');
+    const spawn = async (name: string): Promise<ServerProcess> => {
+      const server = await spawnServer({
+        etcdEndpoint: etcd.endpoint,
+        prefix,
+        masterKey,
+        dataDir: path.join(root, name),
+      });
+      // SIGKILL also ends a stopped process.
+      defer(() => server.kill('SIGKILL'));
+      return server;
+    };
+    const first = await spawn('first');
+    const second = await spawn('second');
+
+    const a = await Promise.race(
+      [first, second].map(async (s) => {
+        await s.waitForLog((l) => l.msg === 'became leader');
+        return s;
+      }),
+    );
+    const b = a === first ? second : first;
+    assert.notEqual(a.replicaId, b.replicaId);
+
+    const adminKey = (await fs.readFile(path.join(root, 'first', 'admin.key'), 'utf8')).trim();
+    const caPem = await fs.readFile(path.join(root, 'first', 'ca.crt'));
+    const md = bearer(adminKey);
+    // Talk to B: A will be paused.
+    const client = new TaskServiceClient(`localhost:${b.port}`, credentials.createSsl(caPem));
+    defer(() => client.close());
+
+    const { task } = await unary(
+      client,
+      client.createTask,
+      CreateTaskRequest.fromPartial({
+        task: {
+          type: 'test.fencing',
+          schedule: {
+            $case: 'cron',
+            value: {
+              expression: '* * * * * *',
+              overlapPolicy: OverlapPolicy.OVERLAP_POLICY_ALLOW,
+              missedRunPolicy: MissedRunPolicy.MISSED_RUN_POLICY_SKIP,
+            },
+          },
+        },
+      }),
+      md,
+    );
+    assert.ok(task?.id, 'created task has an id');
+    const taskId = task.id;
+
+    await eventually(async () => (await readExecutions(kv, prefix, taskId)).length >= 3, {
+      timeoutMs: 10_000,
+      intervalMs: 100,
+      message: 'the leader creates 3 executions of the every-second task',
+    });
+
+    // A's election key, and the revision at which etcd deletes it when A's lease lapses: from
+    // then on every fenced write of A must fail.
+    const leaderKeys = await kv.getAll().prefix(`${prefix}leader/`).exec();
+    const aKey = leaderKeys.kvs.find((e) => e.value.toString() === a.replicaId)?.key.toString();
+    assert.ok(aKey, "A's election key exists while it leads");
+    const aKeyWatch = await kv.watch().key(aKey).create();
+    defer(() => aKeyWatch.cancel());
+    const aKeyDeleted = new Promise<number>((resolve) =>
+      aKeyWatch.once('delete', (e) => resolve(Number(e.mod_revision))),
+    );
+
+    a.child.kill('SIGSTOP');
+    const stoppedAt = Date.now();
+    const bLeads = await b.waitForLog((l) => l.msg === 'became leader', 10_000);
+    const revisionAtHandover = await currentRevision(kv, prefix);
+    const fenceRevision = await aKeyDeleted;
+    console.log(
+      `fencing: A (${a.replicaId}) stopped; B (${b.replicaId}) led ` +
+        `${Number(bLeads.receivedAt) - stoppedAt} ms later; A's key deleted at revision ` +
+        `${fenceRevision}, revision at handover ${revisionAtHandover}`,
+    );
+    assert.ok(fenceRevision <= revisionAtHandover, "A's key was deleted before B led");
+
+    // Every change to the cluster's keys from A's deposition on, to check that none is A's.
+    const history: { revision: number; type: 'put' | 'delete'; key: string; value: string }[] = [];
+    const historyWatch = await kv
+      .watch()
+      .prefix(prefix)
+      .startRevision(String(fenceRevision + 1))
+      .create();
+    defer(() => historyWatch.cancel());
+    for (const type of ['put', 'delete'] as const) {
+      historyWatch.on(type, (e) =>
+        history.push({
+          revision: Number(e.mod_revision),
+          type,
+          key: e.key.toString().slice(prefix.length),
+          value: e.value.toString(),
+        }),
+      );
+    }
+
+    a.child.kill('SIGCONT');
+    const ended = await a.waitForLog((l) => l.msg === 'leadership ended', 10_000);
+    console.log(`fencing: A resumed and stepped down (reason: ${String(ended.reason)})`);
+    assert.ok(
+      ended.reason === 'lease lost' || ended.reason === 'fenced off',
+      `A stepped down for reason ${String(ended.reason)}`,
+    );
+
+    // A campaigns again, now behind B.
+    await a.waitForLog((l) => l.msg === 'campaigning' && a.logs.indexOf(l) > a.logs.indexOf(ended));
+    await eventually(
+      async () => {
+        const res = await kv.getAll().prefix(`${prefix}leader/`).exec();
+        const candidates = res.kvs
+          .map((e) => ({ replica: e.value.toString(), rev: Number(e.create_revision) }))
+          .sort((x, y) => x.rev - y.rev);
+        assert.deepEqual(
+          candidates.map((c) => c.replica),
+          [b.replicaId, a.replicaId],
+          'B leads (oldest key) and A is a candidate behind it',
+        );
+      },
+      { timeoutMs: 5_000, intervalMs: 100, message: 'A campaigns again behind B' },
+    );
+
+    // A few more firings, created by B.
+    const countAfterStepDown = (await readExecutions(kv, prefix, taskId)).length;
+    await eventually(
+      async () => (await readExecutions(kv, prefix, taskId)).length >= countAfterStepDown + 2,
+      { timeoutMs: 10_000, intervalMs: 100, message: 'B creates 2 more executions' },
+    );
+
+    assert.ok(isAlive(a), 'A is still running (as a follower)');
+    assert.ok(isAlive(b), 'B is still running');
+    assert.equal(a.logs.filter((l) => l.msg === 'became leader').length, 1, 'A did not lead again');
+    assert.ok(
+      !b.logs.some((l) => l.msg === 'leadership ended'),
+      'B kept its leadership throughout',
+    );
+
+    // A wrote nothing once deposed: no audit record of A after its key was deleted.
+    const audit = await readAudit(kv, prefix);
+    const byA = audit.filter((e) => e.replicaId === a.replicaId);
+    assert.ok(
+      byA.some((e) => e.eventType === 'execution_created' && e.createRevision < fenceRevision),
+      'A created executions while it led',
+    );
+    assert.deepEqual(
+      byA.filter((e) => e.createRevision > fenceRevision).map((e) => `${e.key} ${e.eventType}`),
+      [],
+      'audit records written by A after it was deposed',
+    );
+    assert.deepEqual(
+      byA.filter((e) => e.createRevision > revisionAtHandover).map((e) => e.key),
+      [],
+      'audit records written by A after B led',
+    );
+
+    // Beyond the audit trail: every etcd revision since A's key was deleted is a store commit
+    // of B (it carries B's audit record) or a change of an election key (A's new candidacy).
+    const endRevision = await currentRevision(kv, prefix);
+    await eventually(() => history.some((h) => h.revision >= endRevision), {
+      timeoutMs: 5_000,
+      message: `the history watch reaches revision ${endRevision}`,
+    });
+    const revisions = new Map<number, typeof history>();
+    for (const h of history) {
+      if (h.revision > endRevision) continue;
+      revisions.set(h.revision, [...(revisions.get(h.revision) ?? []), h]);
+    }
+    const unexplained: string[] = [];
+    for (const [revision, events] of revisions) {
+      const byB = events.some(
+        (h) => h.type === 'put' && h.key.startsWith(`audit/`) && h.key.includes(`-${b.replicaId}-`),
+      );
+      const election = events.every((h) => h.key.startsWith('leader/'));
+      if (!byB && !election) {
+        unexplained.push(`${revision}: ${events.map((h) => `${h.type} ${h.key}`).join(', ')}`);
+      }
+    }
+    assert.deepEqual(unexplained, [], "changes after A was deposed that are not B's");
+    assert.ok(
+      history.some(
+        (h) => h.type === 'put' && h.key.startsWith('leader/') && h.value === a.replicaId,
+      ),
+      'the history shows A campaigning again',
+    );
+
+    // Each execution was created by whoever led at its revision, as its audit record says.
+    const creator = new Map<string, AuditEntry>();
+    for (const e of audit) {
+      if (e.eventType !== 'execution_created' || e.executionId === undefined) continue;
+      assert.ok(!creator.has(e.executionId), `execution ${e.executionId} created twice`);
+      creator.set(e.executionId, e);
+    }
+    const stored = await readExecutions(kv, prefix, taskId);
+    for (const e of stored) {
+      const rec = creator.get(e.id);
+      assert.ok(rec, `execution ${e.id} has an execution_created audit record`);
+      assert.equal(rec.createRevision, e.createRevision, `${e.id}: audited in the same txn`);
+      assert.equal(
+        rec.replicaId,
+        e.createRevision < fenceRevision ? a.replicaId : b.replicaId,
+        `${e.id} (revision ${e.createRevision}) was created by the leader of its time`,
+      );
+    }
+    assert.ok(
+      stored.some((e) => e.createRevision > fenceRevision),
+      'B created executions after the handover',
+    );
+
+    const executions = await listAllExecutions(client, md, taskId);
+    assert.equal(executions.length, stored.length, 'the API lists every stored execution');
+    const times = assertEveryFiringOnce(executions);
+    assert.ok(times[0]! < stoppedAt, 'firings before the pause are included');
+    console.log(
+      `fencing: ${executions.length} executions, runs 1..${executions.length}, ` +
+        `${byA.length} audit records by A, none after revision ${fenceRevision}`,
+    );
+  },
+);
