@@ -10,7 +10,6 @@ import {
   status,
   type handleServerStreamingCall,
   type handleUnaryCall,
-  type ServerErrorResponse,
   type ServerUnaryCall,
   type ServerWritableStream,
   type StatusObject,
@@ -127,7 +126,7 @@ export function unary<Req, Res>(
     const done = (err: Partial<StatusObject> | null, res?: Res) => {
       end();
       deps.metrics.rpcTotal.inc({ method, code: status[err?.code ?? status.OK] });
-      if (err) callback(err as ServerErrorResponse);
+      if (err) callback(err);
       else callback(null, res);
     };
     try {

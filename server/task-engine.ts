@@ -289,7 +289,9 @@ export class TaskEngine {
         );
       }
       const active =
-        s.kind === 'cron' && s.overlap === 'replace' ? await this.readActive(task) : new Map();
+        s.kind === 'cron' && s.overlap === 'replace'
+          ? await this.readActive(task)
+          : new Map<string, Versioned<ExecutionRecord>>();
       const now = this.now();
       const tx = new Tx().expect(current.key, current.modRevision);
       for (const exec of active.values())

@@ -147,7 +147,7 @@ export async function spawnServer(args: {
     match: (l: Record<string, unknown>) => boolean;
     resolve: (l: Record<string, unknown>) => void;
   }[] = [];
-  createInterface({ input: child.stdout! }).on('line', (text) => {
+  createInterface({ input: child.stdout }).on('line', (text) => {
     let line: Record<string, unknown>;
     try {
       line = JSON.parse(text) as Record<string, unknown>;
@@ -164,7 +164,7 @@ export async function spawnServer(args: {
     }
   });
   let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) =>
     child.once('exit', (code) => resolve(code)),
   );

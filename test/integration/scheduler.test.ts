@@ -207,7 +207,7 @@ void describe('execution state machine', () => {
       { message: 'timed out by the leader' },
     );
     assert.equal(timedOut.result?.timedOut, true);
-    assert.ok(timedOut.result!.durationMs >= 1000);
+    assert.ok(timedOut.result.durationMs >= 1000);
     assert.equal(
       (await ts.server.store.range(keys.inflightPrefix)).items.length,
       0,
