@@ -26,7 +26,8 @@ export class DeadlineIndex<T> {
   private timer: NodeJS.Timeout | undefined;
   private running = false;
   private busy = false;
-  private again = false;
+  /** When the armed timer fires (Infinity when none is armed). */
+  private armedAt = Infinity;
   private readonly now: () => number;
 
   constructor(private readonly options: DeadlineIndexOptions<T>) {
@@ -64,13 +65,12 @@ export class DeadlineIndex<T> {
         modRevision: Number(kv.mod_revision),
         createRevision: Number(kv.create_revision),
       });
-      this.arm();
     });
     watcher.on('delete', (kv) => {
       const key = store.relative(kv.key);
       const current = this.items.get(key);
+      // A removed record needs no timer change: an early wake-up finds nothing due.
       if (current && current.modRevision <= Number(kv.mod_revision)) this.items.delete(key);
-      this.arm();
     });
     watcher.on('error', (err) => this.options.logger.error({ err }, 'watch failed'));
     this.arm();
@@ -90,8 +90,14 @@ export class DeadlineIndex<T> {
   upsert(item: Versioned<T>): void {
     const current = this.items.get(item.key);
     if (current && current.modRevision >= item.modRevision) return;
-    if (this.options.dueOf(item.value, item.key) === null) this.items.delete(item.key);
-    else this.items.set(item.key, item);
+    const due = this.options.dueOf(item.value, item.key);
+    if (due === null) {
+      this.items.delete(item.key);
+      return;
+    }
+    this.items.set(item.key, item);
+    // Only an earlier due time moves the timer, so an update costs O(1), not a scan.
+    if (this.running && !this.busy && due < this.armedAt) this.setTimer(due);
   }
 
   remove(key: string): void {
@@ -108,13 +114,9 @@ export class DeadlineIndex<T> {
     }
   }
 
-  /** Arms the timer for the earliest due record. */
+  /** Arms the timer for the earliest due record (a full scan). */
   arm(): void {
-    if (!this.running) return;
-    if (this.busy) {
-      this.again = true;
-      return;
-    }
+    if (!this.running || this.busy) return;
     let earliest = Infinity;
     for (const item of this.items.values()) {
       const due = this.options.dueOf(item.value, item.key);
@@ -122,15 +124,22 @@ export class DeadlineIndex<T> {
     }
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (earliest === Infinity) return;
-    const delay = Math.min(Math.max(0, earliest - this.now()), this.options.maxSleepMs ?? 30_000);
+    this.armedAt = Infinity;
+    if (earliest !== Infinity) this.setTimer(earliest);
+  }
+
+  private setTimer(due: number): void {
+    clearTimeout(this.timer);
+    const now = this.now();
+    const delay = Math.min(Math.max(0, due - now), this.options.maxSleepMs ?? 30_000);
+    this.armedAt = now + delay;
     this.timer = setTimeout(() => void this.fire(), delay);
   }
 
   private async fire(): Promise<void> {
     if (!this.running) return;
     this.busy = true;
-    this.again = false;
+    this.armedAt = Infinity;
     const now = this.now();
     const due: { item: Versioned<T>; at: number }[] = [];
     for (const item of this.items.values()) {
