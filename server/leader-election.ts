@@ -147,9 +147,15 @@ export class LeaderElection {
     this.leading = true;
     logger.info({ key: at.key }, 'became leader');
     this.options.onChange?.(true);
-    for (const c of components) {
-      await c.start(fence);
-      if (!this.leading || this.term !== term) return;
+    try {
+      for (const c of components) {
+        await c.start(fence);
+        if (!this.leading || this.term !== term) return;
+      }
+    } catch (err) {
+      // Never lead half-started: stop what did start, hand over, and campaign again.
+      logger.error({ err }, 'a leader component failed to start');
+      await this.stepDown('component failed to start', false);
     }
   }
 

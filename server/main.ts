@@ -112,10 +112,7 @@ async function main(): Promise<void> {
       'Citadel control plane replica: gRPC API, scheduler and leader election over etcd.',
     )
     .version(productVersion())
-    .option(
-      '--config <file>',
-      'YAML config file (keys as in docs/operations.md); flags override it',
-    )
+    .option('--config <file>', 'YAML config file (keys as in the README); flags override it')
     .option(
       '--data-dir <dir>',
       'data folder: embedded etcd, master key, ca.crt, admin.key (default ".citadel")',
