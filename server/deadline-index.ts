@@ -156,7 +156,8 @@ export class DeadlineIndex<T> {
     } catch (err) {
       this.options.logger.error({ err }, 'handling due records failed; retrying shortly');
       this.busy = false;
-      if (this.running) this.timer = setTimeout(() => void this.fire(), 250);
+      // Through setTimer, so armedAt is set and an upsert of a later record cannot displace it.
+      if (this.running) this.setTimer(this.now() + 250);
       return;
     }
     this.busy = false;

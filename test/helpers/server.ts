@@ -199,7 +199,13 @@ export async function spawnServer(args: {
       });
     });
   };
-  const ready = await waitForLog((l) => l.msg === 'citadel-server ready');
+  const ready = await waitForLog((l) => l.msg === 'citadel-server ready').catch(
+    async (err: unknown) => {
+      child.kill('SIGKILL');
+      await exited;
+      throw err;
+    },
+  );
   return {
     child,
     logs,
