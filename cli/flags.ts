@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 
 import { InvalidArgumentError } from '../common/errors.js';
+import { EXECUTION_STATE_BY_NAME } from '../common/execution-states.js';
 import { ExecutionState } from '../gen/citadel/v1/execution.js';
 import { MissedRunPolicy, OverlapPolicy, Priority } from '../gen/citadel/v1/task.js';
 
@@ -44,16 +45,7 @@ export function parseMissedRunPolicy(text: string, flag = '--missed'): MissedRun
   });
 }
 
-const EXECUTION_STATES: Readonly<Record<string, ExecutionState>> = {
-  pending: ExecutionState.EXECUTION_STATE_PENDING,
-  assigned: ExecutionState.EXECUTION_STATE_ASSIGNED,
-  running: ExecutionState.EXECUTION_STATE_RUNNING,
-  succeeded: ExecutionState.EXECUTION_STATE_SUCCEEDED,
-  failed: ExecutionState.EXECUTION_STATE_FAILED,
-  timed_out: ExecutionState.EXECUTION_STATE_TIMED_OUT,
-  cancelled: ExecutionState.EXECUTION_STATE_CANCELLED,
-  lost: ExecutionState.EXECUTION_STATE_LOST,
-};
+const EXECUTION_STATES: Readonly<Record<string, ExecutionState>> = EXECUTION_STATE_BY_NAME;
 
 /**
  * `--state S`, repeatable and comma-separated: `running`, `timed_out` (or `timed-out`), or the

@@ -16,6 +16,7 @@ import {
   type Task,
 } from '../gen/citadel/v1/task.js';
 import { durationToProto } from '../common/duration.js';
+import { EXECUTION_STATE_BY_NAME, type ExecutionStateName } from '../common/execution-states.js';
 import type { Keyring } from './crypto/sealer.js';
 
 /** 1 high, 2 medium, 3 low: the queue key's priority digit, so range order is dispatch order. */
@@ -66,8 +67,7 @@ export interface TaskRecord {
   active: string[];
 }
 
-export type ExecState =
-  'pending' | 'assigned' | 'running' | 'succeeded' | 'failed' | 'timed_out' | 'cancelled' | 'lost';
+export type ExecState = ExecutionStateName;
 
 export type Trigger = 'schedule' | 'manual' | 'retry';
 
@@ -140,16 +140,7 @@ const OVERLAP_TO_PROTO: Record<OverlapMode, OverlapPolicy> = {
 export const missedFromProto = (p: MissedRunPolicy): MissedMode =>
   p === MissedRunPolicy.MISSED_RUN_POLICY_CATCH_UP_ONCE ? 'catch_up_once' : 'skip';
 
-const STATE_TO_PROTO: Record<ExecState, ExecutionState> = {
-  pending: ExecutionState.EXECUTION_STATE_PENDING,
-  assigned: ExecutionState.EXECUTION_STATE_ASSIGNED,
-  running: ExecutionState.EXECUTION_STATE_RUNNING,
-  succeeded: ExecutionState.EXECUTION_STATE_SUCCEEDED,
-  failed: ExecutionState.EXECUTION_STATE_FAILED,
-  timed_out: ExecutionState.EXECUTION_STATE_TIMED_OUT,
-  cancelled: ExecutionState.EXECUTION_STATE_CANCELLED,
-  lost: ExecutionState.EXECUTION_STATE_LOST,
-};
+const STATE_TO_PROTO: Record<ExecState, ExecutionState> = EXECUTION_STATE_BY_NAME;
 
 export const stateToProto = (s: ExecState): ExecutionState => STATE_TO_PROTO[s];
 
