@@ -50,6 +50,7 @@ export class CitadelServer {
     private readonly parts: {
       grpc: Server;
       health: HealthImplementation;
+      shutdown: AbortController;
       apiKeys: ApiKeyTable;
       client: Etcd3;
       etcd?: EmbeddedEtcd;
@@ -120,7 +121,16 @@ export class CitadelServer {
     });
 
     const grpc = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
-    const deps = { apiKeys, logger, metrics, store, engine, keyring: cluster.keyring };
+    const shutdown = new AbortController();
+    const deps = {
+      apiKeys,
+      logger,
+      metrics,
+      store,
+      engine,
+      keyring: cluster.keyring,
+      shutdown: shutdown.signal,
+    };
     grpc.addService(TaskServiceService, taskService(deps));
     const health = new HealthImplementation({
       '': 'NOT_SERVING',
@@ -192,6 +202,7 @@ export class CitadelServer {
       {
         grpc,
         health,
+        shutdown,
         apiKeys,
         client,
         etcd,
@@ -206,10 +217,11 @@ export class CitadelServer {
    * the shutdown grace), then close etcd connections and stop the embedded etcd.
    */
   async stop(): Promise<void> {
-    const { grpc, health, apiKeys, client, etcd, metricsServer, logger } = this.parts;
+    const { grpc, health, shutdown, apiKeys, client, etcd, metricsServer, logger } = this.parts;
     health.setStatus('', 'NOT_SERVING');
     health.setStatus('citadel.v1.TaskService', 'NOT_SERVING');
     await this.election.stop();
+    shutdown.abort(); // ends open watch streams, which would otherwise hold tryShutdown open
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         grpc.forceShutdown();

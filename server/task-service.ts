@@ -35,6 +35,8 @@ export interface TaskServiceDeps extends RpcDeps {
   store: Store;
   engine: TaskEngine;
   keyring: Keyring;
+  /** Aborted when the replica shuts down: open watch streams then end cleanly. */
+  shutdown: AbortSignal;
 }
 
 function taskId(id: string, field = 'id'): string {
@@ -262,6 +264,8 @@ async function watchExecutions(
     };
     call.on('cancelled', close);
     call.on('close', close);
+    if (deps.shutdown.aborted) close();
+    deps.shutdown.addEventListener('abort', close, { once: true });
     watcher.on('put', (kv) => {
       const record = JSON.parse(kv.value.toString()) as ExecutionRecord;
       call.write({

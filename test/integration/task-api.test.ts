@@ -526,6 +526,24 @@ describe('tasks', () => {
   });
 });
 
+describe('shutdown', () => {
+  test('stopping a replica ends open watch streams cleanly instead of cutting them', async () => {
+    const other = await startTestServer(etcd.endpoint, { shutdownGraceMs: 60_000 });
+    const md = new Metadata();
+    md.set('authorization', `Bearer ${other.adminKey}`);
+    const stream = other.client.watchExecutions({ taskId: '', afterRevision: 0 }, md);
+    stream.on('data', () => undefined);
+    const ended = new Promise<number>((resolve) => {
+      stream.on('status', (s: { code: number }) => resolve(s.code));
+      stream.on('error', () => undefined);
+    });
+    // The stream is open once the server has answered anything on the same channel.
+    await other.call(other.client.getTask, { id: 't_0000000000000000' }).catch(() => undefined);
+    await other.stop();
+    assert.equal(await ended, status.OK, 'ended by the server with OK, not force-cancelled');
+  });
+});
+
 describe('authentication, health and reflection', () => {
   test('missing, malformed and wrong API keys are UNAUTHENTICATED', async () => {
     const noAuth = new Promise((resolve, reject) =>
