@@ -43,8 +43,9 @@ export function hashApiKey(key: string): string {
 
 /** The in-memory, watch-driven table of API keys. */
 export class ApiKeyTable {
-  private readonly byHash = new Map<string, ApiKeyRecord>();
+  private byHash = new Map<string, ApiKeyRecord>();
   private watcher: Watcher | undefined;
+  private running = false;
 
   constructor(
     private readonly store: Store,
@@ -52,10 +53,17 @@ export class ApiKeyTable {
   ) {}
 
   async start(): Promise<void> {
+    this.running = true;
+    await this.load();
+  }
+
+  private async load(): Promise<void> {
     const page = await this.store.range<ApiKeyRecord>(keys.apiKeyPrefix);
-    for (const item of page.items)
-      this.byHash.set(item.key.slice(keys.apiKeyPrefix.length), item.value);
+    const fresh = new Map<string, ApiKeyRecord>();
+    for (const item of page.items) fresh.set(item.key.slice(keys.apiKeyPrefix.length), item.value);
     const watcher = await this.store.watch(keys.apiKeyPrefix, page.revision + 1);
+    // Swap in one step, so a revoked key is never briefly valid again.
+    this.byHash = fresh;
     watcher.on('put', (kv) => {
       const hash = this.store.relative(kv.key).slice(keys.apiKeyPrefix.length);
       this.byHash.set(hash, JSON.parse(kv.value.toString()) as ApiKeyRecord);
@@ -63,11 +71,31 @@ export class ApiKeyTable {
     watcher.on('delete', (kv) => {
       this.byHash.delete(this.store.relative(kv.key).slice(keys.apiKeyPrefix.length));
     });
-    watcher.on('error', (err) => this.logger.error({ err }, 'api key watch failed'));
+    // etcd cancels a watch whose resume revision was compacted (after a reconnect): a
+    // revocation would then be missed, so reload the table and watch again.
+    watcher.once('error', (err) => {
+      this.logger.warn({ err }, 'api key watch cancelled; reloading');
+      void watcher.cancel().catch(() => undefined);
+      void this.reload();
+    });
     this.watcher = watcher;
+    if (!this.running) await this.stop();
+  }
+
+  private async reload(): Promise<void> {
+    while (this.running) {
+      try {
+        await this.load();
+        return;
+      } catch (err) {
+        this.logger.error({ err }, 'reloading api keys failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
   }
 
   async stop(): Promise<void> {
+    this.running = false;
     await this.watcher?.cancel().catch(() => undefined);
     this.watcher = undefined;
   }

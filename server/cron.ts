@@ -94,11 +94,14 @@ export function planCronFirings(args: {
   thresholdMs: number;
   missed: 'skip' | 'catch_up_once';
   catchUpWindowMs: number;
-  /** Safety bound on firings created at once. */
+  /**
+   * Most firings to create in one go (one etcd transaction). Past it, `nextRunAt` stays at the
+   * first firing not created, which is still due, so the caller simply fires again. @default 30
+   */
   maxFirings?: number;
 }): DuePlan {
   const { expression, timeZone, now, thresholdMs } = args;
-  const maxFirings = args.maxFirings ?? 1000;
+  const maxFirings = args.maxFirings ?? 30;
   const horizon = Math.max(thresholdMs, args.missed === 'catch_up_once' ? args.catchUpWindowMs : 0);
   let skipped = 0;
   let t: number | null = args.nextRunAt;
@@ -122,7 +125,7 @@ export function planCronFirings(args: {
     } else if (fire.length < maxFirings) {
       fire.push(t);
     } else {
-      skipped++;
+      break; // the rest of the backlog goes in the next transaction
     }
     t = nextFiring(expression, timeZone, t);
   }

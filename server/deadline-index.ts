@@ -40,8 +40,12 @@ export class DeadlineIndex<T> {
 
   /** Loads every record with one consistent range read, then watches from that revision. */
   async start(): Promise<void> {
-    const { store, prefix } = this.options;
     this.running = true;
+    await this.load();
+  }
+
+  private async load(): Promise<void> {
+    const { store, prefix } = this.options;
     let startAfter: string | undefined;
     let revision = 0;
     for (;;) {
@@ -72,8 +76,28 @@ export class DeadlineIndex<T> {
       // A removed record needs no timer change: an early wake-up finds nothing due.
       if (current && current.modRevision <= Number(kv.mod_revision)) this.items.delete(key);
     });
-    watcher.on('error', (err) => this.options.logger.error({ err }, 'watch failed'));
+    // etcd cancels a watch whose resume revision was compacted (after a reconnect): changes
+    // would be missed from then on, so start over from a fresh snapshot.
+    watcher.once('error', (err) => {
+      this.options.logger.warn({ err }, 'watch cancelled; reloading the index');
+      if (this.watcher === watcher) this.watcher = undefined;
+      void watcher.cancel().catch(() => undefined);
+      void this.reload();
+    });
     this.arm();
+  }
+
+  private async reload(): Promise<void> {
+    while (this.running) {
+      try {
+        this.items.clear();
+        await this.load();
+        return;
+      } catch (err) {
+        this.options.logger.error({ err }, 'reloading the index failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
   }
 
   async stop(): Promise<void> {
@@ -107,11 +131,9 @@ export class DeadlineIndex<T> {
   /** Re-reads one record from etcd (after a lost compare) and re-indexes it. */
   async refresh(key: string): Promise<void> {
     const fresh = await this.options.store.getJson<T>(key);
+    // upsert keeps whichever version is newer: the watch may have delivered one meanwhile.
     if (!fresh) this.items.delete(key);
-    else {
-      this.items.delete(key);
-      this.upsert(fresh);
-    }
+    else this.upsert(fresh);
   }
 
   /** Arms the timer for the earliest due record (a full scan). */

@@ -60,8 +60,15 @@ export class LeaderElection {
     });
   }
 
+  /**
+   * After a failed step, starts over: drop the lease (and any leadership) and campaign again.
+   * Campaigning again alone would keep a stale lease and key that nobody re-checks.
+   */
   private retryLater(): void {
-    const timer = setTimeout(() => this.enqueue(() => this.campaign()), 500 + Math.random() * 500);
+    const timer = setTimeout(
+      () => this.enqueue(() => this.stepDown('election step failed', false)),
+      500 + Math.random() * 500,
+    );
     timer.unref();
   }
 
@@ -124,11 +131,16 @@ export class LeaderElection {
       .startRevision(String(Number(res.header.revision) + 1))
       .create();
     this.watcher = watcher;
-    watcher.once('delete', () => {
-      void watcher.cancel();
+    const recheck = () => {
+      watcher.removeAllListeners();
+      void watcher.cancel().catch(() => undefined);
       if (this.watcher === watcher) this.watcher = undefined;
       this.enqueue(() => this.waitForTurn(term, key, myRevision));
-    });
+    };
+    watcher.once('delete', recheck);
+    // A watch cancelled by etcd (for example a compacted resume revision after a reconnect)
+    // must not leave us waiting forever: look again.
+    watcher.once('error', recheck);
   }
 
   private async becomeLeader(

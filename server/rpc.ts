@@ -14,7 +14,7 @@ import {
   type ServerWritableStream,
   type StatusObject,
 } from '@grpc/grpc-js';
-import { GRPCGenericError } from 'etcd3';
+import { GRPCCancelledError, GRPCDeadlineExceededError, GRPCUnavailableError } from 'etcd3';
 import type { Logger } from 'pino';
 import {
   AbortedError,
@@ -70,8 +70,13 @@ export function toStatus(err: unknown, logger: Logger, method: string): Partial<
     if (err.retryable) metadata.set('citadel-retryable', 'true');
     if (code !== status.INTERNAL) return { code, details: err.message, metadata };
   }
-  if (err instanceof GRPCGenericError) {
-    // etcd could not be reached or timed out: the call may succeed on retry.
+  if (
+    err instanceof GRPCUnavailableError ||
+    err instanceof GRPCDeadlineExceededError ||
+    err instanceof GRPCCancelledError
+  ) {
+    // etcd could not be reached or timed out: the call may succeed on retry. Any other etcd
+    // error (too large, invalid, data loss) is INTERNAL below: retrying would not help.
     logger.warn({ err, method }, 'etcd unavailable');
     metadata.set('citadel-retryable', 'true');
     return { code: status.UNAVAILABLE, details: 'the store is unavailable; retry later', metadata };

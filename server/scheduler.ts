@@ -61,7 +61,8 @@ export class Scheduler implements LeaderComponent {
             this.metrics?.firingLateness.observe((Date.now() - dueAt) / 1000);
             index.upsert(fired);
           } else {
-            index.remove(task.key);
+            // Not due after all (changed meanwhile, or the clock stepped back): re-read it.
+            await index.refresh(task.key);
           }
         } catch (err) {
           if (err instanceof NotLeaderError) return;

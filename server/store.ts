@@ -177,18 +177,19 @@ export class Store {
     return v && { ...v, value: parseValue<T>(v.value) };
   }
 
-  /** Reads several keys in one round trip (missing keys are left out). */
+  /** Reads several keys, 100 per round trip (missing keys are left out). */
   async getManyJson<T>(keyList: string[]): Promise<Map<string, Versioned<T>>> {
     const out = new Map<string, Versioned<T>>();
-    if (keyList.length === 0) return out;
-    const res = await this.client.kv.txn({
-      success: keyList.map((k) => ({ request_range: { key: this.full(k) } })),
-    });
-    for (const r of res.responses) {
-      const kv = r.response_range?.kvs[0];
-      if (kv) {
-        const v = this.versioned(kv, parseValue<T>(kv.value));
-        out.set(v.key, v);
+    for (let i = 0; i < keyList.length; i += 100) {
+      const res = await this.client.kv.txn({
+        success: keyList.slice(i, i + 100).map((k) => ({ request_range: { key: this.full(k) } })),
+      });
+      for (const r of res.responses) {
+        const kv = r.response_range?.kvs[0];
+        if (kv) {
+          const v = this.versioned(kv, parseValue<T>(kv.value));
+          out.set(v.key, v);
+        }
       }
     }
     return out;

@@ -39,6 +39,18 @@ export interface EngineOptions {
   now?: () => number;
 }
 
+/**
+ * Most executions one transaction creates or cancels: each costs 3 etcd operations, and etcd
+ * allows 128 in a transaction by default.
+ */
+const TXN_BATCH = 30;
+
+/**
+ * Most non-terminal executions a task may have. Firings past it are skipped (and audited);
+ * RunTask fails. Keeps the task record, which lists them, small.
+ */
+export const MAX_ACTIVE_EXECUTIONS = 1000;
+
 /** The leader's identity for audit records. */
 export const SCHEDULER_ACTOR: Actor = { userId: 'system:scheduler' };
 
@@ -108,11 +120,7 @@ export class TaskEngine {
     idempotencyKey: string,
     requestHash: string,
   ): Promise<{ task: Versioned<TaskRecord>; created: boolean }> {
-    const idemKey = idempotencyKey
-      ? keys.idempotency(
-          createHash('sha256').update(`${actor.userId}\0${idempotencyKey}`).digest('hex'),
-        )
-      : undefined;
+    const idemKey = idempotencyKey ? idempotencyKeyOf(actor.userId, idempotencyKey) : undefined;
     return retryOnConflict(async () => {
       if (idemKey) {
         const prior = await this.store.getJson<{ taskId: string; requestHash: string }>(idemKey);
@@ -241,37 +249,46 @@ export class TaskEngine {
     });
   }
 
-  /** Deletes a task and its idempotency key, cancelling its active executions. */
+  /**
+   * Deletes a task and its idempotency key, cancelling its active executions. Many active
+   * executions are cancelled in batches first (etcd bounds the operations in one transaction);
+   * the task itself goes in the last one.
+   */
   async deleteTask(actor: Actor, taskId: string): Promise<number> {
-    return retryOnConflict(async () => {
-      const current = await this.getTask(taskId);
-      const active = await this.readActive(current.value);
-      const now = this.now();
-      const tx = new Tx().expect(current.key, current.modRevision).delete(current.key);
-      if (current.value.idempotencyKey) {
-        tx.delete(
-          keys.idempotency(
-            createHash('sha256')
-              .update(`${current.value.owner}\0${current.value.idempotencyKey}`)
-              .digest('hex'),
-          ),
-        );
-      }
-      for (const exec of active.values()) {
-        this.cancelInTx(tx, undefined, exec, 'task deleted', actor, now);
-      }
-      tx.record({
-        eventType: 'task_deleted',
-        action: 'delete',
-        result: 'success',
-        userId: actor.userId,
-        ipAddress: actor.ipAddress,
-        taskId,
-        details: { cancelled_executions: active.size },
+    let cancelled = 0;
+    for (;;) {
+      const batch = await retryOnConflict(async () => {
+        const current = await this.getTask(taskId);
+        const active = [...(await this.readActive(current.value)).values()];
+        const now = this.now();
+        const tx = new Tx().expect(current.key, current.modRevision);
+        const last = active.length <= TXN_BATCH;
+        const task = structuredClone(current.value);
+        for (const exec of active.slice(0, TXN_BATCH)) {
+          this.cancelInTx(tx, task, exec, 'task deleted', actor, now);
+        }
+        if (!last) {
+          tx.putJson(current.key, task);
+          await this.store.commit(tx);
+          return { count: TXN_BATCH, last };
+        }
+        tx.delete(current.key);
+        if (task.idempotencyKey) tx.delete(idempotencyKeyOf(task.owner, task.idempotencyKey));
+        tx.record({
+          eventType: 'task_deleted',
+          action: 'delete',
+          result: 'success',
+          userId: actor.userId,
+          ipAddress: actor.ipAddress,
+          taskId,
+          details: { cancelled_executions: cancelled + active.length },
+        });
+        await this.store.commit(tx);
+        return { count: active.length, last };
       });
-      await this.store.commit(tx);
-      return active.size;
-    });
+      cancelled += batch.count;
+      if (batch.last) return cancelled;
+    }
   }
 
   /**
@@ -286,6 +303,11 @@ export class TaskEngine {
       if (s.kind === 'cron' && s.overlap === 'forbid' && task.active.length > 0) {
         throw new FailedPreconditionError(
           `task has an active execution (${task.active[0]}) and its overlap policy is FORBID`,
+        );
+      }
+      if (task.active.length >= MAX_ACTIVE_EXECUTIONS) {
+        throw new FailedPreconditionError(
+          `task has ${task.active.length} active executions, the most allowed; cancel some first`,
         );
       }
       const active =
@@ -347,6 +369,7 @@ export class TaskEngine {
         ? await this.readActive(task)
         : new Map<string, Versioned<ExecutionRecord>>();
     let forbidden = 0;
+    let limited = 0;
     if (s.kind === 'cron' && s.overlap === 'replace' && fire.length > 1) {
       // Each firing would cancel the one before it: only the latest of a batch is created.
       skipped += fire.length - 1;
@@ -357,20 +380,25 @@ export class TaskEngine {
         forbidden++;
         continue;
       }
-      for (const exec of active.values()) {
+      // Bounded per transaction; any left over are replaced by the next firing.
+      for (const exec of [...active.values()].slice(0, TXN_BATCH)) {
         this.cancelInTx(tx, task, exec, 'replaced by a newer run', SCHEDULER_ACTOR, now);
       }
       active.clear();
+      if (task.active.length >= MAX_ACTIVE_EXECUTIONS) {
+        limited++;
+        continue;
+      }
       this.addRun(tx, task, at, 'schedule', SCHEDULER_ACTOR, now);
     }
-    if (skipped > 0 || forbidden > 0) {
+    if (skipped > 0 || forbidden > 0 || limited > 0) {
       tx.record({
         eventType: 'execution_skipped',
         action: 'schedule',
         result: 'success',
         userId: SCHEDULER_ACTOR.userId,
         taskId: task.id,
-        details: { missed: skipped, overlap_forbidden: forbidden },
+        details: { missed: skipped, overlap_forbidden: forbidden, active_limit: limited },
       });
     }
     tx.putJson(current.key, task);
@@ -484,7 +512,16 @@ export class TaskEngine {
     id: string,
     state: Exclude<ExecState, 'pending' | 'assigned' | 'running' | 'cancelled'>,
     result: Omit<ResultRecord, 'durationMs'>,
-    options: { fencingToken?: number; fence?: Fence; actor?: Actor } = {},
+    options: {
+      fencingToken?: number;
+      fence?: Fence;
+      actor?: Actor;
+      /**
+       * Leader timeouts: apply only if the execution, as read now, is past its start plus
+       * timeout plus this grace (a report may have restarted the clock since it was judged).
+       */
+      overdueAfterGraceMs?: number;
+    } = {},
   ): Promise<{ execution: Versioned<ExecutionRecord>; retry?: ExecutionRecord }> {
     return retryOnConflict(async () => {
       const exec = await this.getExecution(id);
@@ -494,9 +531,15 @@ export class TaskEngine {
           `execution is ${exec.value.state}; it cannot become ${state}`,
         );
       }
-      const task = await this.store.getJson<TaskRecord>(keys.task(exec.value.taskId));
       const now = this.now();
       const started = exec.value.startedAt ?? exec.value.assignedAt ?? now;
+      if (
+        options.overdueAfterGraceMs !== undefined &&
+        started + exec.value.timeoutMs + options.overdueAfterGraceMs > now
+      ) {
+        throw new FailedPreconditionError(`execution ${id} is not overdue`);
+      }
+      const task = await this.store.getJson<TaskRecord>(keys.task(exec.value.taskId));
       const next: ExecutionRecord = {
         ...exec.value,
         state,
@@ -627,6 +670,11 @@ function checkToken(exec: ExecutionRecord, token: number): void {
       `stale fencing token ${token} for execution ${exec.id}; the current assignment has another`,
     );
   }
+}
+
+/** The key that maps an owner's idempotency key to its task. */
+function idempotencyKeyOf(owner: string, key: string): string {
+  return keys.idempotency(createHash('sha256').update(`${owner}\0${key}`).digest('hex'));
 }
 
 /** When a schedule first fires, from `now`. */

@@ -114,8 +114,9 @@ export function validateTimeout(
 export function validateRetry(r: RetryPolicy | undefined, field = 'task.retry_policy'): RetrySpec {
   if (r === undefined) return { ...NO_RETRY };
   const maxAttempts = r.maxAttempts === 0 ? 1 : r.maxAttempts;
-  if (maxAttempts < 1 || maxAttempts > 100) {
-    throw new InvalidArgumentError(`${field}.max_attempts`, 'must be between 1 and 100');
+  // Attempt numbers are two digits in execution ids.
+  if (maxAttempts < 1 || maxAttempts > 99) {
+    throw new InvalidArgumentError(`${field}.max_attempts`, 'must be between 1 and 99');
   }
   const initialBackoffMs = durationMs(
     r.initialBackoff,

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import {
   ConflictError,
   FailedPreconditionError,
+  InvalidArgumentError,
   NotFoundError,
   NotLeaderError,
 } from '../common/errors.js';
@@ -68,15 +69,23 @@ export class TimeoutWatcher implements LeaderComponent {
             timedOut: true,
             message: 'no report from the worker within the timeout plus grace',
           },
-          { fence, actor: SCHEDULER_ACTOR },
+          { fence, actor: SCHEDULER_ACTOR, overdueAfterGraceMs: this.graceMs },
         );
         index.remove(item.key);
       } catch (err) {
         if (err instanceof NotLeaderError) return;
-        if (err instanceof ConflictError) await index.refresh(item.key);
-        else if (err instanceof FailedPreconditionError || err instanceof NotFoundError)
+        if (err instanceof ConflictError || err instanceof FailedPreconditionError) {
+          // Changed meanwhile (reported, restarted with a new deadline, or ended): re-read.
+          await index.refresh(item.key);
+        } else if (err instanceof NotFoundError || err instanceof InvalidArgumentError) {
+          this.logger.error(
+            { err, key: item.key },
+            'dropping an in-flight entry without a valid execution',
+          );
           index.remove(item.key);
-        else throw err;
+        } else {
+          throw err;
+        }
       }
     }
   }

@@ -290,6 +290,19 @@ void describe('execution state machine', () => {
     ]);
   });
 
+  void test('deleting a task with more active executions than one transaction holds', async () => {
+    const task = await create({
+      type: 'busy',
+      schedule: { $case: 'oneTime', value: { runAt: new Date(Date.now() + 3600_000) } },
+    });
+    for (let i = 0; i < 45; i++) await ts.call(ts.client.runTask, { id: task.id });
+    const res = await ts.call(ts.client.deleteTask, { id: task.id });
+    assert.equal(res.cancelledExecutions, 45);
+    const states = new Set((await executions(task.id)).map((e) => e.state));
+    assert.deepEqual([...states], [ExecutionState.EXECUTION_STATE_CANCELLED]);
+    assert.equal(await ts.server.store.count(keys.task(task.id)), 0);
+  });
+
   void test('a report with a stale fencing token is refused and changes nothing', async () => {
     const task = await create({ type: 'fenced' });
     const [exec] = await executions(task.id);

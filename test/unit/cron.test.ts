@@ -154,6 +154,20 @@ void describe('missed-run plan', () => {
     );
   });
 
+  void test('a backlog larger than one transaction is created in batches', () => {
+    const plan = planCronFirings({
+      ...base,
+      expression: '* * * * * *',
+      thresholdMs: 60_000,
+      nextRunAt: now - 45_000,
+      now,
+      missed: 'skip',
+    });
+    assert.equal(plan.fire.length, 30);
+    assert.equal(plan.skipped, 0);
+    assert.equal(plan.nextRunAt, now - 15_000, 'the rest stays due for the next transaction');
+  });
+
   void test('a very old backlog is not enumerated firing by firing', () => {
     const plan = planCronFirings({
       ...base,

@@ -153,8 +153,9 @@ export function executionTriggerToJSON(object: ExecutionTrigger): string {
  * number; a cron firing or a RunTask call starts a new run at attempt 1.
  *
  * States move pending -> assigned -> running -> one terminal state (succeeded, failed,
- * timed_out, cancelled, lost). Pending, assigned and running executions may also be cancelled,
- * timed out or lost directly. A terminal execution never changes again.
+ * timed_out, cancelled, lost). A pending execution may also be cancelled directly, and an
+ * assigned one may also end failed, timed out, cancelled or lost. A terminal execution never
+ * changes again.
  */
 export interface Execution {
   /** Identifier, "<task id>-<run>-<attempt>", for example "t_9x2kq4m7c1hv8d3z-00000003-01". */

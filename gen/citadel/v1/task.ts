@@ -172,7 +172,7 @@ export interface Task {
   id: string;
   /**
    * Task type: names what runs. Lowercase letters, digits, '.', '_' and '-', at most 63
-   * characters, for example "container.run". The allowlist of types is enforced by the server.
+   * characters, for example "container.run".
    */
   type: string;
   /**
@@ -300,7 +300,7 @@ export interface CronSchedule {
  * min(max_backoff, initial_backoff * backoff_multiplier^(n-1)) * (1 - jitter * random[0,1)).
  */
 export interface RetryPolicy {
-  /** Total attempts including the first, 1 to 100. Zero means 1 (no retries). */
+  /** Total attempts including the first, 1 to 99. Zero means 1 (no retries). */
   maxAttempts: number;
   /** Delay before the first retry. Unset means 1 second. At least 100 ms. */
   initialBackoff:
