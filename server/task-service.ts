@@ -2,8 +2,8 @@
  * TaskService handlers: validate the request, call the TaskEngine, shape the response.
  */
 import type { ServerWritableStream } from '@grpc/grpc-js';
-import { GRPCOutOfRangeError } from 'etcd3';
-import { InvalidArgumentError, OutOfRangeError } from '../common/errors.js';
+import { GRPCOutOfRangeError, type IWatchResponse } from 'etcd3';
+import { InvalidArgumentError, OutOfRangeError, QuotaExceededError } from '../common/errors.js';
 import { TASK_ID_PATTERN } from '../common/ids.js';
 import { Task } from '../gen/citadel/v1/task.js';
 import type {
@@ -30,6 +30,9 @@ import {
   validateIdempotencyKey,
   validateNewTask,
 } from './task-validation.js';
+
+/** Changes a watch stream may buffer for a slow client before it is ended. */
+const MAX_BUFFERED_EVENTS = 10_000;
 
 export interface TaskServiceDeps extends RpcDeps {
   store: Store;
@@ -258,24 +261,40 @@ async function watchExecutions(
     req.afterRevision > 0 ? req.afterRevision + 1 : undefined,
   );
   await new Promise<void>((resolve, reject) => {
-    const close = () => {
-      void watcher.cancel();
-      resolve();
+    const finish = (err?: unknown) => {
+      deps.shutdown.removeEventListener('abort', close);
+      watcher.removeAllListeners();
+      void watcher.cancel().catch(() => undefined);
+      if (err) reject(err);
+      else resolve();
     };
+    const close = () => finish();
     call.on('cancelled', close);
     call.on('close', close);
     if (deps.shutdown.aborted) close();
     deps.shutdown.addEventListener('abort', close, { once: true });
-    watcher.on('put', (kv) => {
-      const record = JSON.parse(kv.value.toString()) as ExecutionRecord;
-      call.write({
-        execution: executionToProto(deps.keyring, record),
-        revision: Number(kv.mod_revision),
+    // A watch response holds every change of the revisions it covers (etcd never splits a
+    // revision across responses), so the last change of each revision can be marked.
+    watcher.on('data', (res: IWatchResponse) => {
+      const puts = res.events.filter((e) => e.type === 'Put' && e.kv);
+      puts.forEach((e, i) => {
+        const revision = Number(e.kv!.mod_revision);
+        const record = JSON.parse(e.kv!.value.toString()) as ExecutionRecord;
+        const next = puts[i + 1];
+        const flushed = call.write({
+          execution: executionToProto(deps.keyring, record),
+          revision,
+          revisionComplete: next === undefined || Number(next.kv!.mod_revision) !== revision,
+        });
+        if (!flushed && call.writableLength > MAX_BUFFERED_EVENTS) {
+          finish(
+            new QuotaExceededError(
+              'the client reads too slowly; watch again with after_revision to resume',
+            ),
+          );
+        }
       });
     });
-    watcher.on('error', (err: Error) => {
-      void watcher.cancel();
-      reject(err);
-    });
+    watcher.on('error', (err: Error) => finish(err));
   });
 }

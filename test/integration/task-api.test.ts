@@ -494,7 +494,45 @@ describe('tasks', () => {
       ],
     );
     assert.ok(events[0]!.revision < events[1]!.revision);
+    assert.ok(
+      events.every((e) => e.revisionComplete),
+      'one change per revision so far',
+    );
     stream.cancel();
+
+    // One transaction changing two executions: only the last change of its revision is marked.
+    const replace = (
+      await create({
+        type: 'w',
+        schedule: {
+          $case: 'cron',
+          value: {
+            expression: '0 0 1 1 *',
+            timeZone: 'UTC',
+            overlapPolicy: OverlapPolicy.OVERLAP_POLICY_REPLACE,
+            missedRunPolicy: 0,
+            catchUpWindow: undefined,
+          },
+        },
+      })
+    ).task!;
+    const first = await ts.call(c.runTask, { id: replace.id });
+    const grouped: WatchExecutionsResponse[] = [];
+    const s2 = c.watchExecutions({ taskId: replace.id, afterRevision: Number(replace.etag) }, md);
+    s2.on('data', (e: WatchExecutionsResponse) => grouped.push(e));
+    s2.on('error', () => undefined);
+    const second = await ts.call(c.runTask, { id: replace.id });
+    await eventually(() => grouped.length >= 3, { message: 'three changes' });
+    s2.cancel();
+    assert.deepEqual(
+      grouped.map((e) => [e.execution!.id, e.execution!.state, e.revisionComplete]),
+      [
+        [first.execution!.id, ExecutionState.EXECUTION_STATE_PENDING, true],
+        [first.execution!.id, ExecutionState.EXECUTION_STATE_CANCELLED, false],
+        [second.execution!.id, ExecutionState.EXECUTION_STATE_PENDING, true],
+      ],
+    );
+    assert.equal(grouped[1]!.revision, grouped[2]!.revision);
     await rejects(
       new Promise((resolve, reject) => {
         const s = c.watchExecutions({ taskId: '', afterRevision: 1e12 }, md);

@@ -195,7 +195,7 @@ void describe('task and execution output', () => {
 
   void it('prints one watch line: time, id, state, worker', () => {
     assert.equal(
-      watchEventLine({ execution, revision: 9 }),
+      watchEventLine({ execution, revision: 9, revisionComplete: true }),
       '2026-11-24T10:00:03Z  t_1-00000001-02  failed     w-1',
     );
   });

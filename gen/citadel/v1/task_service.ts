@@ -208,8 +208,10 @@ export interface WatchExecutionsRequest {
   /** Only executions of this task. Empty means all tasks. */
   taskId: string;
   /**
-   * Resume after this revision (a revision from an earlier response) so no change is missed.
-   * Zero means changes from now on. A revision too old to replay fails with OUT_OF_RANGE.
+   * Resume after this revision so no change is missed: pass the revision of the last response
+   * you handled whose revision_complete was true (one transaction can change several
+   * executions at one revision). Zero means changes from now on. A revision too old to replay
+   * fails with OUT_OF_RANGE.
    */
   afterRevision: number;
 }
@@ -220,8 +222,13 @@ export interface WatchExecutionsResponse {
   execution:
     | Execution
     | undefined;
-  /** Store revision of the change; pass it as after_revision to resume. */
+  /** Store revision of the change. */
   revision: number;
+  /**
+   * True on the last change at this revision: once it is handled, `revision` is a safe
+   * after_revision to resume from.
+   */
+  revisionComplete: boolean;
 }
 
 function createBaseCreateTaskRequest(): CreateTaskRequest {
@@ -2187,7 +2194,7 @@ export const WatchExecutionsRequest: MessageFns<WatchExecutionsRequest> = {
 };
 
 function createBaseWatchExecutionsResponse(): WatchExecutionsResponse {
-  return { execution: undefined, revision: 0 };
+  return { execution: undefined, revision: 0, revisionComplete: false };
 }
 
 export const WatchExecutionsResponse: MessageFns<WatchExecutionsResponse> = {
@@ -2197,6 +2204,9 @@ export const WatchExecutionsResponse: MessageFns<WatchExecutionsResponse> = {
     }
     if (message.revision !== 0) {
       writer.uint32(16).int64(message.revision);
+    }
+    if (message.revisionComplete !== false) {
+      writer.uint32(24).bool(message.revisionComplete);
     }
     return writer;
   },
@@ -2230,6 +2240,14 @@ export const WatchExecutionsResponse: MessageFns<WatchExecutionsResponse> = {
             message.revision = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.revisionComplete = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2246,6 +2264,11 @@ export const WatchExecutionsResponse: MessageFns<WatchExecutionsResponse> = {
     return {
       execution: isSet(object.execution) ? Execution.fromJSON(object.execution) : undefined,
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      revisionComplete: isSet(object.revisionComplete)
+        ? globalThis.Boolean(object.revisionComplete)
+        : isSet(object.revision_complete)
+        ? globalThis.Boolean(object.revision_complete)
+        : false,
     };
   },
 
@@ -2256,6 +2279,9 @@ export const WatchExecutionsResponse: MessageFns<WatchExecutionsResponse> = {
     }
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
+    }
+    if (message.revisionComplete !== false) {
+      obj.revisionComplete = message.revisionComplete;
     }
     return obj;
   },
@@ -2269,6 +2295,7 @@ export const WatchExecutionsResponse: MessageFns<WatchExecutionsResponse> = {
       ? Execution.fromPartial(object.execution)
       : undefined;
     message.revision = object.revision ?? 0;
+    message.revisionComplete = object.revisionComplete ?? false;
     return message;
   },
 };
