@@ -3,7 +3,7 @@
  * cluster record, the first data key, the CA and an admin API key in one transaction; every
  * replica then loads the data keys and the CA with its master key.
  */
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError, ConflictError } from '../common/errors.js';
 import { randomBase32 } from '../common/ids.js';
@@ -107,9 +107,19 @@ async function loadCluster(
   }
 }
 
-/** Writes a file readable by its owner only (0600), creating the folder (0700). */
+/**
+ * Writes a file readable by its owner only (0600), creating the folder (0700). The content
+ * goes to a fresh exclusive temporary file that is renamed into place, so it is never readable
+ * through looser permissions of an older file or written through a symlink.
+ */
 export async function writePrivateFile(file: string, content: string): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  await writeFile(file, content, { mode: 0o600 });
-  await chmod(file, 0o600);
+  const tmp = `${file}.${randomBase32(8)}.tmp`;
+  try {
+    await writeFile(tmp, content, { mode: 0o600, flag: 'wx' });
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
 }

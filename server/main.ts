@@ -181,6 +181,8 @@ async function main(): Promise<void> {
     ...fromFlags,
     masterKeyEnv: process.env.CITADEL_MASTER_KEY,
   });
+  // Read once; children (the embedded etcd) must not inherit it through their environment.
+  delete process.env.CITADEL_MASTER_KEY;
   const logger = createLogger({ name: 'citadel-server', level: options.logLevel });
   const server = await CitadelServer.start(options, logger);
   if (server.adminKey) {

@@ -61,6 +61,8 @@ export interface TaskRecord {
   updatedAt: number;
   nextRunAt: number | null;
   lastRunAt: number | null;
+  /** Whether a one-time schedule has fired (RunTask runs do not count). */
+  onceFired: boolean;
   /** Runs created so far; the next run is `runs + 1`. */
   runs: number;
   /** Ids of this task's executions that are not terminal. */

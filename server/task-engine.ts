@@ -151,6 +151,7 @@ export class TaskEngine {
         updatedAt: now,
         nextRunAt: firstRunAt(def.schedule, now),
         lastRunAt: null,
+        onceFired: false,
         runs: 0,
         active: [],
       };
@@ -160,6 +161,7 @@ export class TaskEngine {
       if (task.schedule.kind === 'once' && task.nextRunAt !== null && task.nextRunAt <= now) {
         this.addRun(tx, task, task.nextRunAt, 'schedule', actor, now);
         task.nextRunAt = null;
+        task.onceFired = true;
       }
       tx.putJson(keys.task(id), task);
       tx.record({
@@ -204,7 +206,11 @@ export class TaskEngine {
         labels: definition.labels,
         updatedAt: now,
       };
-      if (scheduleChanged && task.enabled) task.nextRunAt = firstRunAt(task.schedule, now);
+      if (scheduleChanged) {
+        // A new schedule starts afresh: a new one-time time fires even if the old one did.
+        task.onceFired = false;
+        task.nextRunAt = task.enabled ? firstRunAt(task.schedule, now) : null;
+      }
       const tx = new Tx().expect(current.key, current.modRevision).putJson(current.key, task);
       tx.record({
         eventType: 'task_updated',
@@ -231,7 +237,7 @@ export class TaskEngine {
         task.nextRunAt = null;
       } else if (task.schedule.kind === 'once') {
         // A one-time task that never fired runs at its time, or now if that has passed.
-        task.nextRunAt = task.runs === 0 ? Math.max(task.schedule.runAtMs, now) : null;
+        task.nextRunAt = task.onceFired ? null : Math.max(task.schedule.runAtMs, now);
       } else {
         task.nextRunAt = firstRunAt(task.schedule, now);
       }
@@ -349,6 +355,7 @@ export class TaskEngine {
     if (s.kind === 'once') {
       fire = [task.nextRunAt];
       task.nextRunAt = null;
+      task.onceFired = true;
     } else {
       const plan = planCronFirings({
         expression: s.expression,

@@ -261,7 +261,7 @@ async function watchExecutions(
     req.afterRevision > 0 ? req.afterRevision + 1 : undefined,
   );
   await new Promise<void>((resolve, reject) => {
-    const finish = (err?: unknown) => {
+    const finish = (err?: Error) => {
       deps.shutdown.removeEventListener('abort', close);
       watcher.removeAllListeners();
       void watcher.cancel().catch(() => undefined);
@@ -278,13 +278,13 @@ async function watchExecutions(
     watcher.on('data', (res: IWatchResponse) => {
       const puts = res.events.filter((e) => e.type === 'Put' && e.kv);
       puts.forEach((e, i) => {
-        const revision = Number(e.kv!.mod_revision);
-        const record = JSON.parse(e.kv!.value.toString()) as ExecutionRecord;
+        const revision = Number(e.kv.mod_revision);
+        const record = JSON.parse(e.kv.value.toString()) as ExecutionRecord;
         const next = puts[i + 1];
         const flushed = call.write({
           execution: executionToProto(deps.keyring, record),
           revision,
-          revisionComplete: next === undefined || Number(next.kv!.mod_revision) !== revision,
+          revisionComplete: next === undefined || Number(next.kv.mod_revision) !== revision,
         });
         if (!flushed && call.writableLength > MAX_BUFFERED_EVENTS) {
           finish(

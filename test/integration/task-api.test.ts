@@ -418,6 +418,15 @@ describe('tasks', () => {
     assert.equal(resumed.task!.nextRunTime?.getUTCMinutes(), 0);
   });
 
+  test('a manual run does not use up a one-time schedule across pause and resume', async () => {
+    const runAt = hourAhead();
+    const { task } = await create({ type: 'o', schedule: { $case: 'oneTime', value: { runAt } } });
+    await ts.call(c.runTask, { id: task!.id });
+    await ts.call(c.pauseTask, { id: task!.id });
+    const resumed = await ts.call(c.resumeTask, { id: task!.id });
+    assert.equal(resumed.task!.nextRunTime?.getTime(), runAt.getTime());
+  });
+
   test('run now obeys FORBID and REPLACE; cancel and delete end active executions', async () => {
     const cron = (overlapPolicy: OverlapPolicy) => ({
       $case: 'cron' as const,
