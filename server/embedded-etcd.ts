@@ -11,11 +11,16 @@ import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 
 import { ConfigError, UnavailableError } from '../common/errors.js';
+import { ensureEtcdTls, type EtcdClientTls } from './etcd-tls.js';
 
 /** A running embedded etcd. */
 export interface EmbeddedEtcd {
-  /** Client URL, `http://127.0.0.1:PORT`. */
+  /** Client URL: `https://127.0.0.1:PORT`, or `http://127.0.0.1:PORT` with `tls: false`. */
   readonly endpoint: string;
+  /** The CA and client certificate a client must present; undefined with `tls: false`. */
+  readonly tls: EtcdClientTls | undefined;
+  /** Why the TLS material was made afresh at this start; undefined if it was reused. */
+  readonly tlsRenewed: string | undefined;
   /** SIGTERM, then SIGKILL after 10 s; removes the pid file. Idempotent. */
   stop(): Promise<void>;
   /** Settles when the process ends: its exit code, or null if a signal ended it. */
@@ -26,6 +31,13 @@ export interface EmbeddedEtcd {
 export interface EmbeddedEtcdOptions {
   /** etcd's data dir (its `member/` dir goes inside); created with mode 0700. */
   dataDir: string;
+  /**
+   * Mutual TLS on the client and peer ports: `dir` holds the private etcd CA and certificates
+   * (made on first use, see `ensureEtcdTls`), and only a client presenting the client
+   * certificate may connect. `false` serves plaintext with no client authentication, so any
+   * local user can read and write every key: for tests only.
+   */
+  tls: { dir: string } | false;
   /** Client port on 127.0.0.1. @default 0 (a free port) */
   clientPort?: number;
   /** Peer port on 127.0.0.1. @default 0 (a free port) */
@@ -39,12 +51,14 @@ export interface EmbeddedEtcdOptions {
 }
 
 /**
- * zap messages that mean the client listener is serving. 3.4 logs only the second one with
- * `--logger=zap` (the first is its capnslog text), 3.5 and later log both.
+ * zap messages that mean the client listener is serving. With `--logger=zap` 3.4 logs only the
+ * "serving client traffic ..." one for its listener, "insecurely" on an http URL and "securely"
+ * on an https one (the first is its capnslog text); 3.5 and later log both.
  */
 const READY_MESSAGES = new Set([
   'ready to serve client requests',
   'serving client traffic insecurely; this is strongly discouraged!',
+  'serving client traffic securely',
 ]);
 const PID_FILE = 'etcd.pid';
 const STOP_GRACE_MS = 10_000;
@@ -53,9 +67,11 @@ const LOG_TAIL_LINES = 20;
 
 /**
  * Starts a private single-member etcd listening on 127.0.0.1 only, and resolves once it serves
- * clients. A leftover etcd of an earlier crash that still holds this data dir (named by
- * `<dataDir>/etcd.pid`) is killed first. Where util-linux `setpriv` exists, etcd gets a parent
- * death signal, so it dies with this process even on SIGKILL.
+ * clients. With `tls`, both ports require a certificate of the private etcd CA
+ * (`--client-cert-auth`, `--peer-client-cert-auth`). A leftover etcd of an earlier crash that
+ * still holds this data dir (named by `<dataDir>/etcd.pid`) is killed first. Where util-linux
+ * `setpriv` exists, etcd gets a parent death signal, so it dies with this process even on
+ * SIGKILL.
  *
  * @throws ConfigError for a bad option.
  * @throws UnavailableError if the binary is missing, etcd exits before it is ready, or it is
@@ -80,10 +96,26 @@ export async function startEmbeddedEtcd(opts: EmbeddedEtcdOptions): Promise<Embe
   const pidFile = path.join(dataDir, PID_FILE);
   await killLeftover(pidFile, dataDir);
 
+  const tls = opts.tls === false ? undefined : await ensureEtcdTls(opts.tls.dir);
   const [clientPort, peerPort] = await pickPorts(opts.clientPort, opts.peerPort);
-  const clientUrl = `http://127.0.0.1:${clientPort}`;
-  const peerUrl = `http://127.0.0.1:${peerPort}`;
+  const scheme = tls === undefined ? 'http' : 'https';
+  const clientUrl = `${scheme}://127.0.0.1:${clientPort}`;
+  const peerUrl = `${scheme}://127.0.0.1:${peerPort}`;
   const name = 'citadel';
+  const tlsArgs =
+    tls === undefined
+      ? []
+      : [
+          '--client-cert-auth',
+          `--trusted-ca-file=${tls.server.caFile}`,
+          `--cert-file=${tls.server.certFile}`,
+          `--key-file=${tls.server.keyFile}`,
+          // A single member never dials a peer, but its peer port must not take strangers.
+          '--peer-client-cert-auth',
+          `--peer-trusted-ca-file=${tls.server.caFile}`,
+          `--peer-cert-file=${tls.server.certFile}`,
+          `--peer-key-file=${tls.server.keyFile}`,
+        ];
   const etcdArgs = [
     `--name=${name}`,
     `--data-dir=${dataDir}`,
@@ -98,6 +130,7 @@ export async function startEmbeddedEtcd(opts: EmbeddedEtcdOptions): Promise<Embe
     '--auto-compaction-retention=10000',
     `--quota-backend-bytes=${4 * 1024 ** 3}`,
     '--snapshot-count=10000',
+    ...tlsArgs,
   ];
   // setpriv execs etcd in place (same pid); the death signal is tied to the forking thread,
   // which for child_process is Node's main thread.
@@ -152,7 +185,7 @@ export async function startEmbeddedEtcd(opts: EmbeddedEtcdOptions): Promise<Embe
     ]);
     if (outcome === 'ready') {
       started = true;
-      return { endpoint: clientUrl, stop, exited };
+      return { endpoint: clientUrl, tls: tls?.client, tlsRenewed: tls?.renewed, stop, exited };
     }
     if (outcome === 'timeout') child.kill('SIGKILL');
     await stop();

@@ -19,6 +19,9 @@ const CONFIG_KEYS = new Set([
   'listen',
   'etcdEndpoints',
   'etcdPrefix',
+  'etcdCaFile',
+  'etcdCertFile',
+  'etcdKeyFile',
   'leaderTtlSeconds',
   'missedRunThreshold',
   'timeoutGrace',
@@ -73,6 +76,9 @@ function readConfigFile(file: string): ServerOptionsInput {
   out.listen = str('listen');
   out.etcdEndpoints = list('etcdEndpoints');
   out.etcdPrefix = str('etcdPrefix');
+  out.etcdCaFile = str('etcdCaFile');
+  out.etcdCertFile = str('etcdCertFile');
+  out.etcdKeyFile = str('etcdKeyFile');
   if (raw.leaderTtlSeconds !== undefined) out.leaderTtlSeconds = Number(raw.leaderTtlSeconds);
   const mrt = str('missedRunThreshold');
   if (mrt !== undefined)
@@ -95,6 +101,9 @@ interface Flags {
   listen?: string;
   etcdEndpoints?: string[];
   etcdPrefix?: string;
+  etcdCaFile?: string;
+  etcdCertFile?: string;
+  etcdKeyFile?: string;
   leaderTtl?: number;
   missedRunThreshold?: number;
   timeoutGrace?: number;
@@ -124,6 +133,15 @@ async function main(): Promise<void> {
       collect,
     )
     .option('--etcd-prefix <prefix>', 'key prefix in etcd (default "/citadel/")')
+    .option(
+      '--etcd-ca-file <file>',
+      "external etcd over https: PEM CA of etcd's certificate (default: the system's CAs)",
+    )
+    .option(
+      '--etcd-cert-file <file>',
+      'external etcd: PEM client certificate to present (with --etcd-key-file)',
+    )
+    .option('--etcd-key-file <file>', 'external etcd: PEM private key of --etcd-cert-file')
     .option('--leader-ttl <seconds>', 'leader lease TTL, 2-60 (default 5)', (v) => Number(v))
     .option(
       '--missed-run-threshold <duration>',
@@ -165,6 +183,9 @@ async function main(): Promise<void> {
       listen: flags.listen,
       etcdEndpoints: flags.etcdEndpoints,
       etcdPrefix: flags.etcdPrefix,
+      etcdCaFile: flags.etcdCaFile,
+      etcdCertFile: flags.etcdCertFile,
+      etcdKeyFile: flags.etcdKeyFile,
       leaderTtlSeconds: flags.leaderTtl,
       missedRunThresholdMs: flags.missedRunThreshold,
       timeoutGraceMs: flags.timeoutGrace,

@@ -2,6 +2,7 @@
  * Server options: documented defaults, validated once at start into a readonly object.
  * Only server/main.ts reads flags, environment and the config file.
  */
+import { constants as fsConstants, accessSync, statSync } from 'node:fs';
 import { ConfigError } from '../common/errors.js';
 
 export interface ServerOptions {
@@ -13,6 +14,12 @@ export interface ServerOptions {
   etcdEndpoints: string[];
   /** Prefix of every key in etcd; lets clusters share an etcd. @default "/citadel/" */
   etcdPrefix: string;
+  /** External etcd: PEM CA that signed etcd's certificate. Unset: the system's CAs. */
+  etcdCaFile?: string;
+  /** External etcd: PEM client certificate (with its chain) to present; needs etcdKeyFile. */
+  etcdCertFile?: string;
+  /** External etcd: PEM private key of etcdCertFile. */
+  etcdKeyFile?: string;
   /** Leader lease TTL in seconds (2-60). @default 5 */
   leaderTtlSeconds: number;
   /** Firings later than this are "missed". @default 15000 */
@@ -64,6 +71,9 @@ export function compileServerOptions(input: ServerOptionsInput): Readonly<Server
     listen: input.listen ?? '127.0.0.1:7443',
     etcdEndpoints: input.etcdEndpoints ?? [],
     etcdPrefix: input.etcdPrefix ?? '/citadel/',
+    etcdCaFile: input.etcdCaFile,
+    etcdCertFile: input.etcdCertFile,
+    etcdKeyFile: input.etcdKeyFile,
     leaderTtlSeconds: input.leaderTtlSeconds ?? 5,
     missedRunThresholdMs: input.missedRunThresholdMs ?? 15_000,
     timeoutGraceMs: input.timeoutGraceMs ?? 30_000,
@@ -83,6 +93,7 @@ export function compileServerOptions(input: ServerOptionsInput): Readonly<Server
       throw new ConfigError('--etcd-endpoints', `${JSON.stringify(e)} is not http(s)://host:port`);
     }
   }
+  checkEtcdTls(o);
   if (!/^\/[A-Za-z0-9._/-]*\/$/.test(o.etcdPrefix)) {
     throw new ConfigError('--etcd-prefix', 'must start and end with "/" (for example /citadel/)');
   }
@@ -94,4 +105,46 @@ export function compileServerOptions(input: ServerOptionsInput): Readonly<Server
     throw new ConfigError('--log-level', `must be one of ${LOG_LEVELS.join(', ')}`);
   }
   return Object.freeze(o);
+}
+
+/** The external etcd's TLS files: only with external endpoints, all https, files readable. */
+function checkEtcdTls(o: ServerOptions): void {
+  const files = [
+    ['--etcd-ca-file', o.etcdCaFile],
+    ['--etcd-cert-file', o.etcdCertFile],
+    ['--etcd-key-file', o.etcdKeyFile],
+  ] as const;
+  const given = files.filter(([, file]) => file !== undefined);
+  const schemes = new Set(o.etcdEndpoints.map((e) => e.slice(0, e.indexOf(':'))));
+  if (schemes.size > 1) {
+    throw new ConfigError('--etcd-endpoints', 'must be all http:// or all https://');
+  }
+  if (given.length === 0) return;
+  const [flag] = given[0]!;
+  if (o.etcdEndpoints.length === 0) {
+    throw new ConfigError(
+      flag,
+      'needs --etcd-endpoints (the embedded etcd makes and uses its own certificates)',
+    );
+  }
+  if (schemes.has('http')) {
+    throw new ConfigError('--etcd-endpoints', `must be https:// when ${flag} is given`);
+  }
+  if (o.etcdCertFile !== undefined && o.etcdKeyFile === undefined) {
+    throw new ConfigError('--etcd-key-file', 'is required with --etcd-cert-file');
+  }
+  if (o.etcdKeyFile !== undefined && o.etcdCertFile === undefined) {
+    throw new ConfigError('--etcd-cert-file', 'is required with --etcd-key-file');
+  }
+  for (const [name, file] of files) {
+    if (file === undefined) continue;
+    if (file === '') throw new ConfigError(name, 'must not be empty');
+    try {
+      if (!statSync(file).isFile()) throw new ConfigError(name, `${file} is not a regular file`);
+      accessSync(file, fsConstants.R_OK);
+    } catch (err) {
+      if (err instanceof ConfigError) throw err;
+      throw new ConfigError(name, `cannot read ${file}: ${(err as Error).message}`);
+    }
+  }
 }

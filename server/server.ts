@@ -13,7 +13,7 @@ import type { Server as HttpServer } from 'node:http';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { loadFileDescriptorSetFromBuffer, loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
-import { Etcd3 } from 'etcd3';
+import { Etcd3, type IOptions } from 'etcd3';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import { randomBase32 } from '../common/ids.js';
@@ -31,6 +31,32 @@ import { TaskEngine } from './task-engine.js';
 import { taskService } from './task-service.js';
 import { TimeoutWatcher } from './timeout-watcher.js';
 import { caFingerprint, issueServerCert } from './tls/ca.js';
+
+type EtcdCredentials = NonNullable<IOptions['credentials']>;
+
+/**
+ * The etcd3 client's TLS credentials for an external etcd, from --etcd-ca-file,
+ * --etcd-cert-file and --etcd-key-file; undefined if none is set (https endpoints then
+ * verify etcd against the system's CAs).
+ */
+async function externalEtcdCredentials(
+  options: Readonly<ServerOptions>,
+): Promise<EtcdCredentials | undefined> {
+  const { etcdCaFile, etcdCertFile, etcdKeyFile } = options;
+  if (etcdCaFile === undefined && etcdCertFile === undefined) return undefined;
+  const read = (file: string | undefined) =>
+    file === undefined ? Promise.resolve(undefined) : readFile(file);
+  const [rootCertificate, certChain, privateKey] = await Promise.all(
+    [etcdCaFile, etcdCertFile, etcdKeyFile].map(read),
+  );
+  return {
+    // etcd3 types it as required but hands it to grpc's createSsl, where null means the
+    // system's CAs.
+    rootCertificate: rootCertificate ?? (null as unknown as Buffer),
+    certChain,
+    privateKey,
+  };
+}
 
 /** The compiled descriptor set of proto/, written by `npm run gen`, for reflection. */
 const DESCRIPTOR_PATH = new URL('../gen/citadel.binpb', import.meta.url);
@@ -64,15 +90,27 @@ export class CitadelServer {
     await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
     let etcd: EmbeddedEtcd | undefined;
     let endpoints = options.etcdEndpoints;
+    let credentials: EtcdCredentials | undefined;
+    let grpcOptions: IOptions['grpcOptions'];
     if (endpoints.length === 0) {
+      // Always mutual TLS: on plaintext loopback any local user could rewrite the cluster.
       etcd = await startEmbeddedEtcd({
         dataDir: path.join(options.dataDir, 'etcd'),
+        tls: { dir: path.join(options.dataDir, 'etcd-tls') },
         onLog: (line) => logger.trace({ etcd: line }, 'etcd'),
       });
       endpoints = [etcd.endpoint];
-      logger.info({ endpoint: etcd.endpoint }, 'embedded etcd started');
+      const tls = etcd.tls!; // always set when started with a TLS dir
+      credentials = tls.credentials;
+      grpcOptions = { 'grpc.ssl_target_name_override': tls.serverName };
+      if (etcd.tlsRenewed !== undefined) {
+        logger.info({ reason: etcd.tlsRenewed }, 'embedded etcd TLS certificates issued');
+      }
+      logger.info({ endpoint: etcd.endpoint, clientCertAuth: true }, 'embedded etcd started');
+    } else {
+      credentials = await externalEtcdCredentials(options);
     }
-    const client = new Etcd3({ hosts: endpoints, dialTimeout: 5000 });
+    const client = new Etcd3({ hosts: endpoints, dialTimeout: 5000, credentials, grpcOptions });
     try {
       return await CitadelServer.startOn(options, logger, client, etcd);
     } catch (err) {

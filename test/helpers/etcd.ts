@@ -4,31 +4,44 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { startEmbeddedEtcd } from '../../server/embedded-etcd.js';
+import type { EtcdClientTls } from '../../server/etcd-tls.js';
 
 /** A running test etcd; `stop()` also removes its data dir. */
 export interface TestEtcd {
   readonly endpoint: string;
   readonly dataDir: string;
+  /** With `tls: true`: the CA and client certificate clients must present. */
+  readonly tls: EtcdClientTls | undefined;
   stop(): Promise<void>;
 }
 
-/** Starts a fresh single-member etcd; call `stop()` (e.g. in `after`) to kill it and clean up. */
-export async function startTestEtcd(): Promise<TestEtcd> {
-  const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'citadel-etcd-'));
+/**
+ * Starts a fresh single-member etcd; call `stop()` (e.g. in `after`) to kill it and clean up.
+ * Plaintext by default, so tests can use `new Etcd3({ hosts: endpoint })`; `tls: true` starts
+ * it as the server's embedded default does, with mutual TLS (certificates under the temp dir).
+ */
+export async function startTestEtcd(opts: { tls?: boolean } = {}): Promise<TestEtcd> {
+  const tempDir = await fs.mkdtemp(path.join(os.tmpdir(), 'citadel-etcd-'));
+  const dataDir = opts.tls ? path.join(tempDir, 'etcd') : tempDir;
   try {
-    const etcd = await startEmbeddedEtcd({ dataDir, readyTimeoutMs: 15_000 });
+    const etcd = await startEmbeddedEtcd({
+      dataDir,
+      tls: opts.tls ? { dir: path.join(tempDir, 'etcd-tls') } : false,
+      readyTimeoutMs: 15_000,
+    });
     let stopped: Promise<void> | undefined;
     return {
       endpoint: etcd.endpoint,
       dataDir,
+      tls: etcd.tls,
       stop: () =>
         (stopped ??= (async () => {
           await etcd.stop();
-          await fs.rm(dataDir, { recursive: true, force: true });
+          await fs.rm(tempDir, { recursive: true, force: true });
         })()),
     };
   } catch (err) {
-    await fs.rm(dataDir, { recursive: true, force: true });
+    await fs.rm(tempDir, { recursive: true, force: true });
     throw err;
   }
 }
