@@ -27,6 +27,7 @@ import { Metrics } from './metrics.js';
 import { Scheduler } from './scheduler.js';
 import { parseHostPort, type ServerOptions } from './server-options.js';
 import { Store } from './store.js';
+import { ExecutionEngine } from './execution-engine.js';
 import { TaskEngine } from './task-engine.js';
 import { taskService } from './task-service.js';
 import { TimeoutWatcher } from './timeout-watcher.js';
@@ -70,6 +71,7 @@ export class CitadelServer {
     readonly election: LeaderElection,
     readonly store: Store,
     readonly engine: TaskEngine,
+    readonly executions: ExecutionEngine,
     /** Set only on the replica that created the cluster. */
     readonly adminKey: string | undefined,
     readonly metricsPort: number | undefined,
@@ -144,6 +146,7 @@ export class CitadelServer {
     const metrics = new Metrics();
     const apiKeys = new ApiKeyTable(store, logger);
     await apiKeys.start();
+    const executions = new ExecutionEngine(store);
     const engine = new TaskEngine(store, cluster.keyring, {
       missedRunThresholdMs: options.missedRunThresholdMs,
     });
@@ -153,7 +156,7 @@ export class CitadelServer {
       logger,
       components: [
         new Scheduler(store, engine, logger, metrics),
-        new TimeoutWatcher(store, engine, options.timeoutGraceMs, logger),
+        new TimeoutWatcher(store, executions, options.timeoutGraceMs, logger),
       ],
       onChange: (leading) => metrics.leader.set(leading ? 1 : 0),
     });
@@ -166,6 +169,7 @@ export class CitadelServer {
       metrics,
       store,
       engine,
+      executions,
       keyring: cluster.keyring,
       shutdown: shutdown.signal,
     };
@@ -235,6 +239,7 @@ export class CitadelServer {
       election,
       store,
       engine,
+      executions,
       cluster.adminKey,
       metricsPort,
       {

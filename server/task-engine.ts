@@ -1,35 +1,31 @@
 /**
- * Task and execution state changes: every operation reads what it needs, decides, and commits
- * one `Tx` through the store with compares on what it read (retrying a bounded number of times
- * when a concurrent change wins). The rules are in docs/architecture.md.
+ * Task state changes (create, update, pause / resume, delete, run now) and the leader's
+ * firing of due tasks: every operation reads what it needs, decides, and commits one `Tx`
+ * through the store with compares on what it read (retrying a bounded number of times when a
+ * concurrent change wins). The rules are in docs/architecture.md.
  */
 import { createHash } from 'node:crypto';
 import {
   AbortedError,
   AlreadyExistsError,
-  ConflictError,
   FailedPreconditionError,
-  InvalidArgumentError,
   NotFoundError,
 } from '../common/errors.js';
-import { executionId, newTaskId, parseExecutionId } from '../common/ids.js';
-import { retryDelayMs } from './backoff.js';
+import { newTaskId } from '../common/ids.js';
 import type { Keyring } from './crypto/sealer.js';
 import { nextFiring, planCronFirings } from './cron.js';
-import { keys } from './keys.js';
 import {
-  isTerminal,
-  openPayload,
-  RETRYABLE_STATES,
-  sealPayload,
-  type ExecState,
-  type ExecutionRecord,
-  type ResultRecord,
-  type TaskRecord,
-  type Trigger,
-} from './records.js';
-import type { Actor, Fence, Store, Versioned } from './store.js';
-import { Tx } from './store.js';
+  addRun,
+  cancelInTx,
+  MAX_ACTIVE_EXECUTIONS,
+  readActive,
+  retryOnConflict,
+  SCHEDULER_ACTOR,
+  TXN_BATCH,
+} from './execution-ops.js';
+import { keys } from './keys.js';
+import { openPayload, sealPayload, type ExecutionRecord, type TaskRecord } from './records.js';
+import { Tx, type Actor, type Fence, type Store, type Versioned } from './store.js';
 import type { TaskDefinition } from './task-validation.js';
 
 export interface EngineOptions {
@@ -37,34 +33,6 @@ export interface EngineOptions {
   missedRunThresholdMs: number;
   /** Clock, replaceable in tests of pure timing. @default Date.now */
   now?: () => number;
-}
-
-/**
- * Most executions one transaction creates or cancels: each costs 3 etcd operations, and etcd
- * allows 128 in a transaction by default.
- */
-const TXN_BATCH = 30;
-
-/**
- * Most non-terminal executions a task may have. Firings past it are skipped (and audited);
- * RunTask fails. Keeps the task record, which lists them, small.
- */
-export const MAX_ACTIVE_EXECUTIONS = 1000;
-
-/** The leader's identity for audit records. */
-export const SCHEDULER_ACTOR: Actor = { userId: 'system:scheduler' };
-
-const MAX_CONFLICT_RETRIES = 8;
-
-/** Runs `fn` again when a compare-and-swap lost to a concurrent change. */
-async function retryOnConflict<T>(fn: () => Promise<T>): Promise<T> {
-  for (let i = 0; ; i++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (!(err instanceof ConflictError) || i >= MAX_CONFLICT_RETRIES) throw err;
-    }
-  }
 }
 
 export class TaskEngine {
@@ -84,15 +52,6 @@ export class TaskEngine {
     const task = await this.store.getJson<TaskRecord>(keys.task(taskId));
     if (!task) throw new NotFoundError('task', taskId);
     return task;
-  }
-
-  async getExecution(id: string): Promise<Versioned<ExecutionRecord>> {
-    if (!parseExecutionId(id)) {
-      throw new InvalidArgumentError('id', 'is not an execution id (<task id>-<run>-<attempt>)');
-    }
-    const exec = await this.store.getJson<ExecutionRecord>(keys.execution(id));
-    if (!exec) throw new NotFoundError('execution', id);
-    return exec;
   }
 
   /** The definition part of a stored task (payload opened). */
@@ -159,7 +118,7 @@ export class TaskEngine {
       tx.expect(keys.task(id), 0);
       if (idemKey) tx.expect(idemKey, 0).putJson(idemKey, { taskId: id, requestHash });
       if (task.schedule.kind === 'once' && task.nextRunAt !== null && task.nextRunAt <= now) {
-        this.addRun(tx, task, task.nextRunAt, 'schedule', actor, now);
+        addRun(tx, task, task.nextRunAt, 'schedule', actor, now);
         task.nextRunAt = null;
         task.onceFired = true;
       }
@@ -265,13 +224,13 @@ export class TaskEngine {
     for (;;) {
       const batch = await retryOnConflict(async () => {
         const current = await this.getTask(taskId);
-        const active = [...(await this.readActive(current.value)).values()];
+        const active = [...(await readActive(this.store, current.value)).values()];
         const now = this.now();
         const tx = new Tx().expect(current.key, current.modRevision);
         const last = active.length <= TXN_BATCH;
         const task = structuredClone(current.value);
         for (const exec of active.slice(0, TXN_BATCH)) {
-          this.cancelInTx(tx, task, exec, 'task deleted', actor, now);
+          cancelInTx(tx, task, exec, 'task deleted', actor, now);
         }
         if (!last) {
           tx.putJson(current.key, task);
@@ -318,13 +277,13 @@ export class TaskEngine {
       }
       const active =
         s.kind === 'cron' && s.overlap === 'replace'
-          ? await this.readActive(task)
+          ? await readActive(this.store, task)
           : new Map<string, Versioned<ExecutionRecord>>();
       const now = this.now();
       const tx = new Tx().expect(current.key, current.modRevision);
       for (const exec of active.values())
-        this.cancelInTx(tx, task, exec, 'replaced by a newer run', actor, now);
-      const exec = this.addRun(tx, task, now, 'manual', actor, now);
+        cancelInTx(tx, task, exec, 'replaced by a newer run', actor, now);
+      const exec = addRun(tx, task, now, 'manual', actor, now);
       task.updatedAt = now;
       tx.putJson(current.key, task);
       const revision = await this.store.commit(tx);
@@ -373,7 +332,7 @@ export class TaskEngine {
     const tx = new Tx().expect(current.key, current.modRevision);
     const active =
       s.kind === 'cron' && s.overlap === 'replace' && task.active.length > 0
-        ? await this.readActive(task)
+        ? await readActive(this.store, task)
         : new Map<string, Versioned<ExecutionRecord>>();
     let forbidden = 0;
     let limited = 0;
@@ -389,14 +348,14 @@ export class TaskEngine {
       }
       // Bounded per transaction; any left over are replaced by the next firing.
       for (const exec of [...active.values()].slice(0, TXN_BATCH)) {
-        this.cancelInTx(tx, task, exec, 'replaced by a newer run', SCHEDULER_ACTOR, now);
+        cancelInTx(tx, task, exec, 'replaced by a newer run', SCHEDULER_ACTOR, now);
       }
       active.clear();
       if (task.active.length >= MAX_ACTIVE_EXECUTIONS) {
         limited++;
         continue;
       }
-      this.addRun(tx, task, at, 'schedule', SCHEDULER_ACTOR, now);
+      addRun(tx, task, at, 'schedule', SCHEDULER_ACTOR, now);
     }
     if (skipped > 0 || forbidden > 0 || limited > 0) {
       tx.record({
@@ -412,271 +371,6 @@ export class TaskEngine {
     const revision = await this.store.commit(tx, fence);
     return { ...current, value: task, modRevision: revision };
   }
-
-  // --- execution operations ------------------------------------------------------------------
-
-  /**
-   * Cancels a non-terminal execution.
-   * @throws FailedPreconditionError if it is already terminal.
-   */
-  async cancelExecution(actor: Actor, id: string): Promise<Versioned<ExecutionRecord>> {
-    return retryOnConflict(async () => {
-      const exec = await this.getExecution(id);
-      if (isTerminal(exec.value.state)) {
-        throw new FailedPreconditionError(`execution is already ${exec.value.state}`);
-      }
-      const task = await this.store.getJson<TaskRecord>(keys.task(exec.value.taskId));
-      const now = this.now();
-      const tx = new Tx();
-      const taskValue = task ? structuredClone(task.value) : undefined;
-      if (task && taskValue) tx.expect(task.key, task.modRevision);
-      const cancelled = this.cancelInTx(tx, taskValue, exec, 'cancelled by user', actor, now);
-      if (task && taskValue) tx.putJson(task.key, taskValue);
-      const revision = await this.store.commit(tx);
-      return { ...exec, value: cancelled, modRevision: revision };
-    });
-  }
-
-  /**
-   * Moves a pending execution to assigned on `workerId` with a fencing token. Used by dispatch.
-   * @throws FailedPreconditionError unless it is pending.
-   */
-  async assignExecution(
-    id: string,
-    workerId: string,
-    fencingToken: number,
-    fence?: Fence,
-  ): Promise<Versioned<ExecutionRecord>> {
-    return retryOnConflict(async () => {
-      const exec = await this.getExecution(id);
-      if (exec.value.state !== 'pending') {
-        throw new FailedPreconditionError(`execution is ${exec.value.state}, not pending`);
-      }
-      const now = this.now();
-      const next: ExecutionRecord = {
-        ...exec.value,
-        state: 'assigned',
-        workerId,
-        fencingToken,
-        assignedAt: now,
-      };
-      const tx = new Tx()
-        .expect(exec.key, exec.modRevision)
-        .putJson(exec.key, next)
-        .delete(keys.queue(exec.value.priority, exec.value.scheduledAt, id))
-        .putJson(keys.inflight(id), { deadlineMs: now + next.timeoutMs });
-      tx.record({
-        eventType: 'execution_assigned',
-        action: 'assign',
-        result: 'success',
-        userId: SCHEDULER_ACTOR.userId,
-        taskId: exec.value.taskId,
-        executionId: id,
-        workerId,
-      });
-      const revision = await this.store.commit(tx, fence);
-      return { ...exec, value: next, modRevision: revision };
-    });
-  }
-
-  /**
-   * Moves an assigned execution to running (the worker's acknowledgement).
-   * @throws FailedPreconditionError on a stale fencing token or a wrong state.
-   */
-  async startExecution(id: string, fencingToken: number): Promise<Versioned<ExecutionRecord>> {
-    return retryOnConflict(async () => {
-      const exec = await this.getExecution(id);
-      checkToken(exec.value, fencingToken);
-      if (exec.value.state !== 'assigned') {
-        throw new FailedPreconditionError(`execution is ${exec.value.state}, not assigned`);
-      }
-      const now = this.now();
-      const next: ExecutionRecord = { ...exec.value, state: 'running', startedAt: now };
-      const tx = new Tx()
-        .expect(exec.key, exec.modRevision)
-        .putJson(exec.key, next)
-        .putJson(keys.inflight(id), { deadlineMs: now + next.timeoutMs });
-      tx.record({
-        eventType: 'task_execution',
-        action: 'start',
-        result: 'success',
-        taskId: exec.value.taskId,
-        executionId: id,
-        workerId: exec.value.workerId,
-      });
-      const revision = await this.store.commit(tx);
-      return { ...exec, value: next, modRevision: revision };
-    });
-  }
-
-  /**
-   * Ends an assigned or running execution in a terminal state and, for failed, timed_out and
-   * lost attempts with attempts left, creates the next attempt in the same transaction.
-   * `fencingToken` is checked when given (worker reports); the leader passes its `fence`.
-   * @throws FailedPreconditionError if the execution is already terminal or the token is stale.
-   */
-  async finishExecution(
-    id: string,
-    state: Exclude<ExecState, 'pending' | 'assigned' | 'running' | 'cancelled'>,
-    result: Omit<ResultRecord, 'durationMs'>,
-    options: {
-      fencingToken?: number;
-      fence?: Fence;
-      actor?: Actor;
-      /**
-       * Leader timeouts: apply only if the execution, as read now, is past its start plus
-       * timeout plus this grace (a report may have restarted the clock since it was judged).
-       */
-      overdueAfterGraceMs?: number;
-    } = {},
-  ): Promise<{ execution: Versioned<ExecutionRecord>; retry?: ExecutionRecord }> {
-    return retryOnConflict(async () => {
-      const exec = await this.getExecution(id);
-      if (options.fencingToken !== undefined) checkToken(exec.value, options.fencingToken);
-      if (isTerminal(exec.value.state) || exec.value.state === 'pending') {
-        throw new FailedPreconditionError(
-          `execution is ${exec.value.state}; it cannot become ${state}`,
-        );
-      }
-      const now = this.now();
-      const started = exec.value.startedAt ?? exec.value.assignedAt ?? now;
-      if (
-        options.overdueAfterGraceMs !== undefined &&
-        started + exec.value.timeoutMs + options.overdueAfterGraceMs > now
-      ) {
-        throw new FailedPreconditionError(`execution ${id} is not overdue`);
-      }
-      const task = await this.store.getJson<TaskRecord>(keys.task(exec.value.taskId));
-      const next: ExecutionRecord = {
-        ...exec.value,
-        state,
-        endedAt: now,
-        result: { ...result, durationMs: Math.max(0, now - started) },
-      };
-      const tx = new Tx()
-        .expect(exec.key, exec.modRevision)
-        .putJson(exec.key, next)
-        .delete(keys.inflight(id));
-      let retry: ExecutionRecord | undefined;
-      if (task) {
-        const t = structuredClone(task.value);
-        t.active = t.active.filter((a) => a !== id);
-        if (RETRYABLE_STATES.has(state) && exec.value.attempt < exec.value.retry.maxAttempts) {
-          const due = now + retryDelayMs(exec.value.retry, exec.value.attempt);
-          retry = newExecution(t, exec.value.run, exec.value.attempt + 1, due, 'retry', now);
-          retry.retry = exec.value.retry;
-          retry.timeoutMs = exec.value.timeoutMs;
-          tx.putJson(keys.execution(retry.id), retry).put(
-            keys.queue(retry.priority, due, retry.id),
-            '',
-          );
-          t.active.push(retry.id);
-        }
-        tx.expect(task.key, task.modRevision).putJson(task.key, t);
-      }
-      tx.record({
-        eventType: 'task_execution',
-        action: 'end',
-        result: state === 'succeeded' ? 'success' : 'failure',
-        userId: options.actor?.userId,
-        taskId: exec.value.taskId,
-        executionId: id,
-        workerId: exec.value.workerId || undefined,
-        durationMs: next.result!.durationMs,
-        details: { state, ...(retry ? { retry_execution_id: retry.id } : {}) },
-      });
-      const revision = await this.store.commit(tx, options.fence);
-      return { execution: { ...exec, value: next, modRevision: revision }, retry };
-    });
-  }
-
-  // --- helpers -------------------------------------------------------------------------------
-
-  /** Adds a new run (attempt 1) of `task` due at `at` to `tx`, mutating `task`. */
-  private addRun(
-    tx: Tx,
-    task: TaskRecord,
-    at: number,
-    trigger: Trigger,
-    actor: Actor,
-    now: number,
-  ): ExecutionRecord {
-    task.runs += 1;
-    task.lastRunAt = Math.max(task.lastRunAt ?? 0, at);
-    const exec = newExecution(task, task.runs, 1, at, trigger, now);
-    tx.putJson(keys.execution(exec.id), exec).put(keys.queue(exec.priority, at, exec.id), '');
-    task.active.push(exec.id);
-    tx.record({
-      eventType: 'execution_created',
-      action: trigger,
-      result: 'success',
-      userId: actor.userId,
-      ipAddress: actor.ipAddress,
-      taskId: task.id,
-      executionId: exec.id,
-    });
-    return exec;
-  }
-
-  /** Adds the cancellation of `exec` to `tx`, removing it from `task.active` if given. */
-  private cancelInTx(
-    tx: Tx,
-    task: TaskRecord | undefined,
-    exec: Versioned<ExecutionRecord>,
-    reason: string,
-    actor: Actor,
-    now: number,
-  ): ExecutionRecord {
-    const e = exec.value;
-    const cancelled: ExecutionRecord = {
-      ...e,
-      state: 'cancelled',
-      endedAt: now,
-      result: {
-        output: null,
-        stdoutTruncated: false,
-        stderrTruncated: false,
-        oomKilled: false,
-        timedOut: false,
-        message: reason,
-        durationMs: e.startedAt === null ? 0 : now - e.startedAt,
-      },
-    };
-    if (exec.modRevision >= 0) tx.expect(exec.key, exec.modRevision);
-    tx.putJson(exec.key, cancelled);
-    if (e.state === 'pending') tx.delete(keys.queue(e.priority, e.scheduledAt, e.id));
-    else tx.delete(keys.inflight(e.id));
-    if (task) task.active = task.active.filter((id) => id !== e.id);
-    tx.record({
-      eventType: 'task_cancellation',
-      action: 'cancel',
-      result: 'success',
-      userId: actor.userId,
-      ipAddress: actor.ipAddress,
-      taskId: e.taskId,
-      executionId: e.id,
-      workerId: e.workerId || undefined,
-      details: { reason, previous_state: e.state },
-    });
-    return cancelled;
-  }
-
-  /** Reads the task's active executions (those still non-terminal). */
-  private async readActive(task: TaskRecord): Promise<Map<string, Versioned<ExecutionRecord>>> {
-    const found = await this.store.getManyJson<ExecutionRecord>(
-      task.active.map((id) => keys.execution(id)),
-    );
-    for (const [k, v] of found) if (isTerminal(v.value.state)) found.delete(k);
-    return found;
-  }
-}
-
-function checkToken(exec: ExecutionRecord, token: number): void {
-  if (exec.fencingToken !== token) {
-    throw new FailedPreconditionError(
-      `stale fencing token ${token} for execution ${exec.id}; the current assignment has another`,
-    );
-  }
 }
 
 /** The key that maps an owner's idempotency key to its task. */
@@ -688,33 +382,4 @@ function idempotencyKeyOf(owner: string, key: string): string {
 function firstRunAt(schedule: TaskDefinition['schedule'], now: number): number | null {
   if (schedule.kind === 'once') return Math.max(schedule.runAtMs, 0);
   return nextFiring(schedule.expression, schedule.timeZone, now);
-}
-
-function newExecution(
-  task: TaskRecord,
-  run: number,
-  attempt: number,
-  due: number,
-  trigger: Trigger,
-  now: number,
-): ExecutionRecord {
-  return {
-    id: executionId(task.id, run, attempt),
-    taskId: task.id,
-    run,
-    attempt,
-    state: 'pending',
-    fencingToken: 0,
-    workerId: '',
-    trigger,
-    priority: task.priority,
-    scheduledAt: due,
-    createdAt: now,
-    assignedAt: null,
-    startedAt: null,
-    endedAt: null,
-    timeoutMs: task.timeoutMs,
-    retry: task.retry,
-    result: null,
-  };
 }

@@ -1,5 +1,5 @@
 /**
- * TaskService handlers: validate the request, call the TaskEngine, shape the response.
+ * TaskService handlers: validate the request, call the task and execution engines, shape the response.
  */
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { GRPCOutOfRangeError, type IWatchResponse } from 'etcd3';
@@ -23,6 +23,7 @@ import {
 } from './records.js';
 import { serverStream, unary, type RpcDeps } from './rpc.js';
 import type { Store, Versioned } from './store.js';
+import type { ExecutionEngine } from './execution-engine.js';
 import type { TaskEngine } from './task-engine.js';
 import {
   applyUpdate,
@@ -37,6 +38,7 @@ const MAX_BUFFERED_EVENTS = 10_000;
 export interface TaskServiceDeps extends RpcDeps {
   store: Store;
   engine: TaskEngine;
+  executions: ExecutionEngine;
   keyring: Keyring;
   /** Aborted when the replica shuts down: open watch streams then end cleanly. */
   shutdown: AbortSignal;
@@ -105,7 +107,7 @@ async function filteredPage<T>(
 }
 
 export function taskService(deps: TaskServiceDeps): TaskServiceServer {
-  const { engine, keyring, store } = deps;
+  const { engine, executions, keyring, store } = deps;
   const toTask = (t: { value: TaskRecord; modRevision: number }) =>
     taskToProto(keyring, t.value, t.modRevision);
   const toExec = (e: { value: ExecutionRecord }) => executionToProto(keyring, e.value);
@@ -214,11 +216,11 @@ export function taskService(deps: TaskServiceDeps): TaskServiceServer {
     }),
 
     getExecution: unary(deps, 'GetExecution', async (req) => ({
-      execution: toExec(await engine.getExecution(req.id)),
+      execution: toExec(await executions.getExecution(req.id)),
     })),
 
     cancelExecution: unary(deps, 'CancelExecution', async (req, { principal }) => ({
-      execution: toExec(await engine.cancelExecution(principal, req.id)),
+      execution: toExec(await executions.cancelExecution(principal, req.id)),
     })),
 
     watchExecutions: serverStream(deps, 'WatchExecutions', (req, _ctx, call) =>

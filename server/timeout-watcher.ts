@@ -15,7 +15,8 @@ import { DeadlineIndex } from './deadline-index.js';
 import { keys } from './keys.js';
 import type { LeaderComponent } from './leader-election.js';
 import type { Fence, Store, Versioned } from './store.js';
-import { SCHEDULER_ACTOR, type TaskEngine } from './task-engine.js';
+import type { ExecutionEngine } from './execution-engine.js';
+import { SCHEDULER_ACTOR } from './execution-ops.js';
 
 interface Inflight {
   deadlineMs: number;
@@ -27,7 +28,7 @@ export class TimeoutWatcher implements LeaderComponent {
 
   constructor(
     private readonly store: Store,
-    private readonly engine: TaskEngine,
+    private readonly executions: ExecutionEngine,
     private readonly graceMs: number,
     private readonly logger: Logger,
   ) {}
@@ -58,7 +59,7 @@ export class TimeoutWatcher implements LeaderComponent {
       if (this.index !== index) return;
       const id = item.key.slice(keys.inflightPrefix.length);
       try {
-        await this.engine.finishExecution(
+        await this.executions.finishExecution(
           id,
           'timed_out',
           {

@@ -195,8 +195,8 @@ void describe('execution state machine', () => {
       },
     });
     const [first] = await executions(task.id);
-    await ts.server.engine.assignExecution(first!.id, 'worker-a', 41);
-    await ts.server.engine.startExecution(first!.id, 41);
+    await ts.server.executions.assignExecution(first!.id, 'worker-a', 41);
+    await ts.server.executions.startExecution(first!.id, 41);
 
     const timedOut = await eventually(
       async () => {
@@ -227,9 +227,9 @@ void describe('execution state machine', () => {
     );
 
     // The last attempt succeeding ends the run: no third attempt.
-    await ts.server.engine.assignExecution(retry.id, 'worker-b', 42);
-    await ts.server.engine.startExecution(retry.id, 42);
-    await ts.server.engine.finishExecution(
+    await ts.server.executions.assignExecution(retry.id, 'worker-b', 42);
+    await ts.server.executions.startExecution(retry.id, 42);
+    await ts.server.executions.finishExecution(
       retry.id,
       'succeeded',
       {
@@ -261,8 +261,8 @@ void describe('execution state machine', () => {
       },
     });
     const fail = async (id: string, token: number) => {
-      await ts.server.engine.assignExecution(id, 'w', token);
-      return ts.server.engine.finishExecution(
+      await ts.server.executions.assignExecution(id, 'w', token);
+      return ts.server.executions.finishExecution(
         id,
         'failed',
         {
@@ -306,11 +306,14 @@ void describe('execution state machine', () => {
   void test('a report with a stale fencing token is refused and changes nothing', async () => {
     const task = await create({ type: 'fenced' });
     const [exec] = await executions(task.id);
-    await ts.server.engine.assignExecution(exec!.id, 'w', 100);
+    await ts.server.executions.assignExecution(exec!.id, 'w', 100);
     const before = await ts.server.store.get(keys.execution(exec!.id));
-    await assert.rejects(ts.server.engine.startExecution(exec!.id, 99), FailedPreconditionError);
     await assert.rejects(
-      ts.server.engine.finishExecution(
+      ts.server.executions.startExecution(exec!.id, 99),
+      FailedPreconditionError,
+    );
+    await assert.rejects(
+      ts.server.executions.finishExecution(
         exec!.id,
         'succeeded',
         {
@@ -329,6 +332,9 @@ void describe('execution state machine', () => {
     assert.equal(afterward!.modRevision, before!.modRevision);
     // A terminal execution cannot move again, whatever the token.
     await ts.call(ts.client.cancelExecution, { id: exec!.id });
-    await assert.rejects(ts.server.engine.startExecution(exec!.id, 100), FailedPreconditionError);
+    await assert.rejects(
+      ts.server.executions.startExecution(exec!.id, 100),
+      FailedPreconditionError,
+    );
   });
 });

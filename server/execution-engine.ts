@@ -1,0 +1,222 @@
+/**
+ * Execution state changes after creation: cancel, assign, start and finish (with retries),
+ * each one etcd transaction with compares on what it read; reports are checked against the
+ * attempt's fencing token. The state machine is in docs/architecture.md.
+ */
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../common/errors.js';
+import { parseExecutionId } from '../common/ids.js';
+import { retryDelayMs } from './backoff.js';
+import { cancelInTx, newExecution, retryOnConflict, SCHEDULER_ACTOR } from './execution-ops.js';
+import { keys } from './keys.js';
+import {
+  isTerminal,
+  RETRYABLE_STATES,
+  type ExecState,
+  type ExecutionRecord,
+  type ResultRecord,
+  type TaskRecord,
+} from './records.js';
+import { Tx, type Actor, type Fence, type Store, type Versioned } from './store.js';
+
+export class ExecutionEngine {
+  private readonly now: () => number;
+
+  constructor(
+    private readonly store: Store,
+    options: { now?: () => number } = {},
+  ) {
+    this.now = options.now ?? Date.now;
+  }
+
+  async getExecution(id: string): Promise<Versioned<ExecutionRecord>> {
+    if (!parseExecutionId(id)) {
+      throw new InvalidArgumentError('id', 'is not an execution id (<task id>-<run>-<attempt>)');
+    }
+    const exec = await this.store.getJson<ExecutionRecord>(keys.execution(id));
+    if (!exec) throw new NotFoundError('execution', id);
+    return exec;
+  }
+
+  /**
+   * Cancels a non-terminal execution.
+   * @throws FailedPreconditionError if it is already terminal.
+   */
+  async cancelExecution(actor: Actor, id: string): Promise<Versioned<ExecutionRecord>> {
+    return retryOnConflict(async () => {
+      const exec = await this.getExecution(id);
+      if (isTerminal(exec.value.state)) {
+        throw new FailedPreconditionError(`execution is already ${exec.value.state}`);
+      }
+      const task = await this.store.getJson<TaskRecord>(keys.task(exec.value.taskId));
+      const now = this.now();
+      const tx = new Tx();
+      const taskValue = task ? structuredClone(task.value) : undefined;
+      if (task && taskValue) tx.expect(task.key, task.modRevision);
+      const cancelled = cancelInTx(tx, taskValue, exec, 'cancelled by user', actor, now);
+      if (task && taskValue) tx.putJson(task.key, taskValue);
+      const revision = await this.store.commit(tx);
+      return { ...exec, value: cancelled, modRevision: revision };
+    });
+  }
+
+  /**
+   * Moves a pending execution to assigned on `workerId` with a fencing token. Used by dispatch.
+   * @throws FailedPreconditionError unless it is pending.
+   */
+  async assignExecution(
+    id: string,
+    workerId: string,
+    fencingToken: number,
+    fence?: Fence,
+  ): Promise<Versioned<ExecutionRecord>> {
+    return retryOnConflict(async () => {
+      const exec = await this.getExecution(id);
+      if (exec.value.state !== 'pending') {
+        throw new FailedPreconditionError(`execution is ${exec.value.state}, not pending`);
+      }
+      const now = this.now();
+      const next: ExecutionRecord = {
+        ...exec.value,
+        state: 'assigned',
+        workerId,
+        fencingToken,
+        assignedAt: now,
+      };
+      const tx = new Tx()
+        .expect(exec.key, exec.modRevision)
+        .putJson(exec.key, next)
+        .delete(keys.queue(exec.value.priority, exec.value.scheduledAt, id))
+        .putJson(keys.inflight(id), { deadlineMs: now + next.timeoutMs });
+      tx.record({
+        eventType: 'execution_assigned',
+        action: 'assign',
+        result: 'success',
+        userId: SCHEDULER_ACTOR.userId,
+        taskId: exec.value.taskId,
+        executionId: id,
+        workerId,
+      });
+      const revision = await this.store.commit(tx, fence);
+      return { ...exec, value: next, modRevision: revision };
+    });
+  }
+
+  /**
+   * Moves an assigned execution to running (the worker's acknowledgement).
+   * @throws FailedPreconditionError on a stale fencing token or a wrong state.
+   */
+  async startExecution(id: string, fencingToken: number): Promise<Versioned<ExecutionRecord>> {
+    return retryOnConflict(async () => {
+      const exec = await this.getExecution(id);
+      checkToken(exec.value, fencingToken);
+      if (exec.value.state !== 'assigned') {
+        throw new FailedPreconditionError(`execution is ${exec.value.state}, not assigned`);
+      }
+      const now = this.now();
+      const next: ExecutionRecord = { ...exec.value, state: 'running', startedAt: now };
+      const tx = new Tx()
+        .expect(exec.key, exec.modRevision)
+        .putJson(exec.key, next)
+        .putJson(keys.inflight(id), { deadlineMs: now + next.timeoutMs });
+      tx.record({
+        eventType: 'task_execution',
+        action: 'start',
+        result: 'success',
+        taskId: exec.value.taskId,
+        executionId: id,
+        workerId: exec.value.workerId,
+      });
+      const revision = await this.store.commit(tx);
+      return { ...exec, value: next, modRevision: revision };
+    });
+  }
+
+  /**
+   * Ends an assigned or running execution in a terminal state and, for failed, timed_out and
+   * lost attempts with attempts left, creates the next attempt in the same transaction.
+   * `fencingToken` is checked when given (worker reports); the leader passes its `fence`.
+   * @throws FailedPreconditionError if the execution is already terminal or the token is stale.
+   */
+  async finishExecution(
+    id: string,
+    state: Exclude<ExecState, 'pending' | 'assigned' | 'running' | 'cancelled'>,
+    result: Omit<ResultRecord, 'durationMs'>,
+    options: {
+      fencingToken?: number;
+      fence?: Fence;
+      actor?: Actor;
+      /**
+       * Leader timeouts: apply only if the execution, as read now, is past its start plus
+       * timeout plus this grace (a report may have restarted the clock since it was judged).
+       */
+      overdueAfterGraceMs?: number;
+    } = {},
+  ): Promise<{ execution: Versioned<ExecutionRecord>; retry?: ExecutionRecord }> {
+    return retryOnConflict(async () => {
+      const exec = await this.getExecution(id);
+      if (options.fencingToken !== undefined) checkToken(exec.value, options.fencingToken);
+      if (isTerminal(exec.value.state) || exec.value.state === 'pending') {
+        throw new FailedPreconditionError(
+          `execution is ${exec.value.state}; it cannot become ${state}`,
+        );
+      }
+      const now = this.now();
+      const started = exec.value.startedAt ?? exec.value.assignedAt ?? now;
+      if (
+        options.overdueAfterGraceMs !== undefined &&
+        started + exec.value.timeoutMs + options.overdueAfterGraceMs > now
+      ) {
+        throw new FailedPreconditionError(`execution ${id} is not overdue`);
+      }
+      const task = await this.store.getJson<TaskRecord>(keys.task(exec.value.taskId));
+      const next: ExecutionRecord = {
+        ...exec.value,
+        state,
+        endedAt: now,
+        result: { ...result, durationMs: Math.max(0, now - started) },
+      };
+      const tx = new Tx()
+        .expect(exec.key, exec.modRevision)
+        .putJson(exec.key, next)
+        .delete(keys.inflight(id));
+      let retry: ExecutionRecord | undefined;
+      if (task) {
+        const t = structuredClone(task.value);
+        t.active = t.active.filter((a) => a !== id);
+        if (RETRYABLE_STATES.has(state) && exec.value.attempt < exec.value.retry.maxAttempts) {
+          const due = now + retryDelayMs(exec.value.retry, exec.value.attempt);
+          retry = newExecution(t, exec.value.run, exec.value.attempt + 1, due, 'retry', now);
+          retry.retry = exec.value.retry;
+          retry.timeoutMs = exec.value.timeoutMs;
+          tx.putJson(keys.execution(retry.id), retry).put(
+            keys.queue(retry.priority, due, retry.id),
+            '',
+          );
+          t.active.push(retry.id);
+        }
+        tx.expect(task.key, task.modRevision).putJson(task.key, t);
+      }
+      tx.record({
+        eventType: 'task_execution',
+        action: 'end',
+        result: state === 'succeeded' ? 'success' : 'failure',
+        userId: options.actor?.userId,
+        taskId: exec.value.taskId,
+        executionId: id,
+        workerId: exec.value.workerId || undefined,
+        durationMs: next.result!.durationMs,
+        details: { state, ...(retry ? { retry_execution_id: retry.id } : {}) },
+      });
+      const revision = await this.store.commit(tx, options.fence);
+      return { execution: { ...exec, value: next, modRevision: revision }, retry };
+    });
+  }
+}
+
+function checkToken(exec: ExecutionRecord, token: number): void {
+  if (exec.fencingToken !== token) {
+    throw new FailedPreconditionError(
+      `stale fencing token ${token} for execution ${exec.id}; the current assignment has another`,
+    );
+  }
+}
