@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(etcd-server docker.io busybox-static protobuf-compiler protobuf-compiler-grpc python3-grpcio)
+packages=(etcd-server docker.io busybox-static protobuf-compiler libprotobuf-dev protobuf-compiler-grpc python3-grpcio)
 
 missing=()
 for package in "${packages[@]}"; do
