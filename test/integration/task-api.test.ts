@@ -95,6 +95,32 @@ describe('tasks', () => {
     assert.ok(queue.items.some((q) => q.key.startsWith('queue/1/') && q.key.endsWith(e.id)));
   });
 
+  test('the dispatch queue reads in priority order, then due time', async () => {
+    const type = `queue.${Date.now()}`;
+    const made: { id: string; priority: Priority }[] = [];
+    for (const priority of [
+      Priority.PRIORITY_LOW,
+      Priority.PRIORITY_HIGH,
+      Priority.PRIORITY_MEDIUM,
+      Priority.PRIORITY_HIGH,
+    ]) {
+      const { task } = await create({ type, priority });
+      made.push({ id: task!.id, priority });
+    }
+    const ids = new Set(made.map((m) => m.id));
+    const queue = (await ts.server.store.range(keys.queuePrefix)).items
+      .map((q) => q.key.split('/'))
+      .filter((parts) => ids.has(parts[3]!.slice(0, 18)));
+    const order = queue.map((parts) => made.find((m) => parts[3]!.startsWith(m.id))!);
+    assert.deepEqual(
+      order.map((m) => m.id),
+      [made[1]!.id, made[3]!.id, made[2]!.id, made[0]!.id],
+      'high (oldest first), then medium, then low',
+    );
+    const dues = queue.map((parts) => Number(parts[2]));
+    assert.ok(dues[0]! <= dues[1]!, 'within a priority, earlier due first');
+  });
+
   test('a one-time task in the future is fired by the leader at its time', async () => {
     const runAt = new Date(Date.now() + 400);
     const { task } = await create({
