@@ -80,7 +80,7 @@ export class LeaderElection {
     this.lease = lease;
     lease.on('lost', (err) => {
       logger.warn({ err: err.message }, 'leader lease lost');
-      if (this.term === term) this.enqueue(() => this.stepDown('lease lost', false));
+      this.enqueue(() => this.stepDownIfTerm(term, 'lease lost'));
     });
     let key: string;
     let myRevision: number;
@@ -151,10 +151,7 @@ export class LeaderElection {
     const fence: Fence = {
       key: at.key,
       createRevision: at.createRevision,
-      lost: () => {
-        if (this.term === term && this.leading)
-          this.enqueue(() => this.stepDown('fenced off', false));
-      },
+      lost: () => this.enqueue(() => this.stepDownIfTerm(term, 'fenced off')),
     };
     this.leading = true;
     logger.info({ key: at.key }, 'became leader');
@@ -169,6 +166,14 @@ export class LeaderElection {
       logger.error({ err }, 'a leader component failed to start');
       await this.stepDown('component failed to start', false);
     }
+  }
+
+  /**
+   * Steps down only if `term` is still current when this runs: an event queued behind a
+   * step-down and a new campaign must not end the new campaign.
+   */
+  private async stepDownIfTerm(term: number, reason: string): Promise<void> {
+    if (this.term === term) await this.stepDown(reason, false);
   }
 
   /** Stops leader components and drops the lease; campaigns again unless stopping. */
