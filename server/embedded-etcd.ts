@@ -258,6 +258,16 @@ async function killLeftover(pidFile: string, dataDir: string): Promise<void> {
   if (!(Number.isInteger(pid) && pid > 0) || pid === process.pid) return;
   const argv = await processArgv(pid);
   if (argv === undefined || !isEtcdFor(argv, dataDir)) return;
+  // An etcd whose parent still runs belongs to a live server (ours are bound to their parent
+  // with --pdeathsig): refuse rather than pull the store from under it. Only an orphan, adopted
+  // by init, is a crash leftover.
+  const ppid = await parentPid(pid);
+  if (ppid !== undefined && ppid !== 1) {
+    throw new UnavailableError(
+      `${dataDir} is in use by a running etcd (pid ${pid}, started by pid ${ppid}): is another ` +
+        'citadel-server using this --data-dir? Stop it or choose another folder',
+    );
+  }
 
   try {
     process.kill(pid, 'SIGKILL');
@@ -275,6 +285,18 @@ async function killLeftover(pidFile: string, dataDir: string): Promise<void> {
       throw new UnavailableError(`leftover etcd (pid ${pid}) on ${dataDir} did not exit`);
     }
     await delay(20);
+  }
+}
+
+/** The parent pid of a process, or undefined if it is gone. */
+async function parentPid(pid: number): Promise<number | undefined> {
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[1]);
+  } catch {
+    return undefined;
   }
 }
 

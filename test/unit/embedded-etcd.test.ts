@@ -3,13 +3,12 @@
  * mutual TLS, it serves only clients presenting its client certificate.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs/promises';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -117,40 +116,42 @@ void test(
     const dataDir = await tempDir();
     const [clientPort, peerPort] = [await freePort(), await freePort()];
     const url = (port: number) => `http://127.0.0.1:${port}`;
-    // As a crashed server would leave it: an etcd on this data dir and its pid file.
-    const leftover = spawn(
-      'etcd',
-      [
-        '--name=citadel',
-        `--data-dir=${dataDir}`,
-        `--listen-client-urls=${url(clientPort)}`,
-        `--advertise-client-urls=${url(clientPort)}`,
-        `--listen-peer-urls=${url(peerPort)}`,
-        `--initial-advertise-peer-urls=${url(peerPort)}`,
-        `--initial-cluster=citadel=${url(peerPort)}`,
-        '--logger=zap',
-        '--log-outputs=stderr',
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+    // As a crashed server would leave it: an orphaned etcd (adopted by init) on this data dir,
+    // and its pid file. A shell starts it in the background and exits.
+    const args = [
+      '--name=citadel',
+      `--data-dir=${dataDir}`,
+      `--listen-client-urls=${url(clientPort)}`,
+      `--advertise-client-urls=${url(clientPort)}`,
+      `--listen-peer-urls=${url(peerPort)}`,
+      `--initial-advertise-peer-urls=${url(peerPort)}`,
+      `--initial-cluster=citadel=${url(peerPort)}`,
+    ];
+    const shell = spawnSync('sh', ['-c', 'etcd "$@" >/dev/null 2>&1 & echo $!', 'sh', ...args], {
+      encoding: 'utf8',
+    });
+    const leftoverPid = Number(shell.stdout.trim());
+    assert.ok(leftoverPid > 0, `started the leftover etcd: ${shell.stderr}`);
+    cleanups.push(async () => {
+      try {
+        process.kill(leftoverPid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+      await Promise.resolve();
+    });
+    await fs.writeFile(path.join(dataDir, 'etcd.pid'), `${leftoverPid}\n`);
+    await eventually(
+      () =>
+        withClient(url(clientPort), (client) => client.put('citadel/survivor').value('yes').exec()),
+      { timeoutMs: 10_000, message: 'the leftover etcd serves' },
     );
-    killOnCleanup(leftover);
-    const leftoverExit = once(leftover, 'exit');
-    await fs.writeFile(path.join(dataDir, 'etcd.pid'), `${leftover.pid}\n`);
-    await new Promise<void>((resolve, reject) => {
-      createInterface({ input: leftover.stderr }).on('line', (line) => {
-        if (line.includes('"msg":"serving client traffic insecurely')) resolve();
-      });
-      leftover.once('exit', () => reject(new Error('the leftover etcd exited before serving')));
-    });
-    await withClient(url(clientPort), async (client) => {
-      await client.put('citadel/survivor').value('yes');
-    });
 
     const etcd = await startEmbeddedEtcd({ dataDir, tls: false });
     cleanups.push(() => etcd.stop());
-    assert.deepEqual(await leftoverExit, [null, 'SIGKILL']);
+    assert.ok(await isDead(leftoverPid), 'the leftover was killed');
     const pid = await readPid(dataDir);
-    assert.notEqual(pid, leftover.pid);
+    assert.notEqual(pid, leftoverPid);
     assert.equal(await isDead(pid), false);
     const value = await withClient(etcd.endpoint, (client) =>
       client.get('citadel/survivor').string(),
@@ -159,6 +160,24 @@ void test(
     await etcd.stop();
     assert.equal(await etcd.exited, null); // after a clean shutdown etcd re-raises SIGTERM
     await assert.rejects(fs.access(path.join(dataDir, 'etcd.pid')), { code: 'ENOENT' });
+  },
+);
+
+void test(
+  'an etcd that a live server still runs is not killed: the data dir is in use',
+  { timeout: 15_000 },
+  async () => {
+    const dataDir = await tempDir();
+    const first = await startEmbeddedEtcd({ dataDir, tls: false });
+    cleanups.push(() => first.stop());
+    await assert.rejects(
+      startEmbeddedEtcd({ dataDir, tls: false }),
+      (err: unknown) =>
+        err instanceof UnavailableError && /is in use by a running etcd/.test(err.message),
+    );
+    const pid = await readPid(dataDir);
+    assert.equal(await isDead(pid), false, 'the running etcd survived');
+    await withClient(first.endpoint, (client) => client.put('still').value('here').exec());
   },
 );
 
