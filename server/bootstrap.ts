@@ -23,8 +23,16 @@ export interface ClusterMaterial {
 
 const CA_KEY_AAD = 'citadel/ca/key';
 
-/** Creates the cluster if etcd holds none yet, then loads its keys. */
-export async function bootstrapCluster(store: Store, masterKey: Buffer): Promise<ClusterMaterial> {
+/**
+ * Creates the cluster if etcd holds none yet, then loads its keys. The admin key of a new
+ * cluster is saved to `adminKeyFile` (0600): staged before the commit and moved into place
+ * after it, so a crash can never leave a cluster whose only admin key was never written down.
+ */
+export async function bootstrapCluster(
+  store: Store,
+  masterKey: Buffer,
+  adminKeyFile: string,
+): Promise<ClusterMaterial> {
   let adminKey: string | undefined;
   if (!(await store.get(keys.cluster))) {
     const clusterId = randomBase32(12);
@@ -57,13 +65,17 @@ export async function bootstrapCluster(store: Store, masterKey: Buffer): Promise
         userId: 'system:bootstrap',
         details: { cluster_id: clusterId, admin_key_id: record.id },
       });
+    const staged = `${adminKeyFile}.pending`;
+    await writePrivateFile(staged, admin.key + '\n');
     try {
       await store.commit(tx);
       adminKey = admin.key;
     } catch (err) {
+      await rm(staged, { force: true });
       if (!(err instanceof ConflictError)) throw err;
       // Another replica bootstrapped first: load what it wrote.
     }
+    if (adminKey) await rename(staged, adminKeyFile);
   }
   return { ...(await loadCluster(store, masterKey)), adminKey };
 }

@@ -16,10 +16,11 @@ import { ReflectionService } from '@grpc/reflection';
 import { Etcd3, type IOptions } from 'etcd3';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import type { Logger } from 'pino';
+import { ConfigError } from '../common/errors.js';
 import { randomBase32 } from '../common/ids.js';
 import { TaskServiceService } from '../gen/citadel/v1/task_service.js';
 import { ApiKeyTable } from './api-keys.js';
-import { bootstrapCluster, writePrivateFile } from './bootstrap.js';
+import { bootstrapCluster, writePrivateFile, type ClusterMaterial } from './bootstrap.js';
 import { startEmbeddedEtcd, type EmbeddedEtcd } from './embedded-etcd.js';
 import { LeaderElection } from './leader-election.js';
 import { loadMasterKey } from './master-key.js';
@@ -130,22 +131,68 @@ export class CitadelServer {
   ): Promise<CitadelServer> {
     const replicaId = randomBase32(8);
     const store = new Store({ client, prefix: options.etcdPrefix, replicaId });
+    const embedded = options.etcdEndpoints.length === 0;
     const master = await loadMasterKey({
       envValue: options.masterKeyEnv,
       file: options.masterKeyFile,
       dataDir: options.dataDir,
-      createIfMissing: true,
+      // Only the embedded default makes its own key: replicas of a shared etcd must all be
+      // given the cluster's key, or one host's disk would silently hold the only copy.
+      createIfMissing: embedded,
+    }).catch((err: unknown) => {
+      if (embedded || options.masterKeyEnv !== undefined || options.masterKeyFile !== undefined) {
+        throw err;
+      }
+      throw new ConfigError(
+        'CITADEL_MASTER_KEY',
+        'with --etcd-endpoints every replica needs the cluster master key: set CITADEL_MASTER_KEY ' +
+          '(base64 of 32 random bytes, e.g. from `openssl rand -base64 32`) or --master-key-file',
+      );
     });
-    const cluster = await bootstrapCluster(store, master.key);
+    const cluster = await bootstrapCluster(
+      store,
+      master.key,
+      path.join(options.dataDir, 'admin.key'),
+    );
     const caPath = path.join(options.dataDir, 'ca.crt');
     await writePrivateFile(caPath, cluster.ca.certPem);
-    if (cluster.adminKey) {
-      await writePrivateFile(path.join(options.dataDir, 'admin.key'), cluster.adminKey + '\n');
-    }
 
     const metrics = new Metrics();
     const apiKeys = new ApiKeyTable(store, logger);
     await apiKeys.start();
+    try {
+      return await CitadelServer.serve(options, logger, {
+        store,
+        cluster,
+        caPath,
+        replicaId,
+        metrics,
+        apiKeys,
+        client,
+        etcd,
+      });
+    } catch (err) {
+      await apiKeys.stop();
+      throw err;
+    }
+  }
+
+  /** Binds the API and metrics endpoints and starts campaigning; undoes its binds on failure. */
+  private static async serve(
+    options: Readonly<ServerOptions>,
+    logger: Logger,
+    parts: {
+      store: Store;
+      cluster: ClusterMaterial;
+      caPath: string;
+      replicaId: string;
+      metrics: Metrics;
+      apiKeys: ApiKeyTable;
+      client: Etcd3;
+      etcd: EmbeddedEtcd | undefined;
+    },
+  ): Promise<CitadelServer> {
+    const { store, cluster, caPath, replicaId, metrics, apiKeys, client, etcd } = parts;
     const executions = new ExecutionEngine(store);
     const engine = new TaskEngine(store, cluster.keyring, {
       missedRunThresholdMs: options.missedRunThresholdMs,
@@ -213,7 +260,12 @@ export class CitadelServer {
     let metricsPort: number | undefined;
     if (options.metricsAddr !== '') {
       const m = parseHostPort(options.metricsAddr, '--metrics-addr');
-      ({ server: metricsServer, port: metricsPort } = await metrics.listen(m.host, m.port));
+      try {
+        ({ server: metricsServer, port: metricsPort } = await metrics.listen(m.host, m.port));
+      } catch (err) {
+        grpc.forceShutdown(); // release the API port bound above
+        throw err;
+      }
     }
 
     election.start();
@@ -263,7 +315,8 @@ export class CitadelServer {
     const { grpc, health, shutdown, apiKeys, client, etcd, metricsServer, logger } = this.parts;
     health.setStatus('', 'NOT_SERVING');
     health.setStatus('citadel.v1.TaskService', 'NOT_SERVING');
-    await this.election.stop();
+    // etcd may hang rather than fail: no step of shutdown waits on it past the grace period.
+    await withDeadline(this.election.stop(), this.options.shutdownGraceMs);
     shutdown.abort(); // ends open watch streams, which would otherwise hold tryShutdown open
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -275,7 +328,7 @@ export class CitadelServer {
         resolve();
       });
     });
-    await apiKeys.stop();
+    await withDeadline(apiKeys.stop(), this.options.shutdownGraceMs);
     client.close();
     await etcd?.stop();
     await new Promise<void>((resolve) =>
@@ -283,4 +336,14 @@ export class CitadelServer {
     );
     logger.info('citadel-server stopped');
   }
+}
+
+/** Waits for `work` at most `ms`; shutdown goes on either way. */
+async function withDeadline(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    work.catch(() => undefined),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
+  ]);
+  clearTimeout(timer);
 }

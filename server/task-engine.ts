@@ -281,8 +281,10 @@ export class TaskEngine {
           : new Map<string, Versioned<ExecutionRecord>>();
       const now = this.now();
       const tx = new Tx().expect(current.key, current.modRevision);
-      for (const exec of active.values())
+      // Bounded per transaction; any left over are replaced by the next run.
+      for (const exec of [...active.values()].slice(0, TXN_BATCH)) {
         cancelInTx(tx, task, exec, 'replaced by a newer run', actor, now);
+      }
       const exec = addRun(tx, task, now, 'manual', actor, now);
       task.updatedAt = now;
       tx.putJson(current.key, task);

@@ -278,6 +278,15 @@ async function watchExecutions(
     // A watch response holds every change of the revisions it covers (etcd never splits a
     // revision across responses), so the last change of each revision can be marked.
     watcher.on('data', (res: IWatchResponse) => {
+      // etcd3 rethrows a handler's exception outside any promise, which would end the process:
+      // a record that cannot be read ends this stream instead.
+      try {
+        send(res);
+      } catch (err) {
+        finish(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
+    const send = (res: IWatchResponse) => {
       const puts = res.events.filter((e) => e.type === 'Put' && e.kv);
       puts.forEach((e, i) => {
         const revision = Number(e.kv.mod_revision);
@@ -296,7 +305,7 @@ async function watchExecutions(
           );
         }
       });
-    });
+    };
     watcher.on('error', (err: Error) => finish(err));
   });
 }

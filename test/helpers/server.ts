@@ -61,6 +61,7 @@ export async function startTestServer(
     leaderTtlSeconds: 2,
     shutdownGraceMs: 1000,
     logLevel: process.env.CITADEL_TEST_LOG ?? 'silent',
+    masterKeyEnv: randomBytes(32).toString('base64'),
     ...overrides,
   });
   const logger = createLogger({ name: 'test-server', level: options.logLevel, destination: 2 });

@@ -6,6 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
+import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import {
   credentials,
@@ -26,6 +27,7 @@ import {
   type TaskServiceClient,
   type WatchExecutionsResponse,
 } from '../../gen/citadel/v1/task_service.js';
+import { ConfigError } from '../../common/errors.js';
 import { keys } from '../../server/keys.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
@@ -596,6 +598,26 @@ describe('tasks', () => {
       ),
     );
     assert.ok(!JSON.stringify(audit.items).includes(marker));
+  });
+});
+
+describe('start-up', () => {
+  test('the bootstrap admin key is saved 0600, with nothing staged left behind', async () => {
+    const dir = ts.server.options.dataDir;
+    const stat = await fs.stat(path.join(dir, 'admin.key'));
+    assert.equal(stat.mode & 0o777, 0o600);
+    assert.equal((await fs.readFile(path.join(dir, 'admin.key'), 'utf8')).trim(), ts.adminKey);
+    assert.deepEqual(
+      (await fs.readdir(dir)).filter((f) => f.includes('pending')),
+      [],
+    );
+  });
+
+  test('a replica of an external etcd without the master key refuses to start', async () => {
+    await assert.rejects(
+      startTestServer(etcd.endpoint, { masterKeyEnv: undefined }),
+      (err: unknown) => err instanceof ConfigError && /CITADEL_MASTER_KEY/.test(err.message),
+    );
   });
 });
 
