@@ -82,6 +82,7 @@ void test(
       etcdCaFile: tlsFiles.etcdCaFile,
       metricsAddr: '',
       logLevel: 'silent',
+      masterKeyEnv: randomBytes(32).toString('base64'),
     });
     const logger = createLogger({ name: 'test-server', level: 'silent', destination: 2 });
     await assert.rejects(
