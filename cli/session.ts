@@ -161,7 +161,23 @@ export function printLine(text: string): void {
 
 /** Writes `value` as pretty-printed JSON to standard output. */
 export function printJson(value: unknown): void {
-  printLine(JSON.stringify(value, null, 2));
+  printLine(JSON.stringify(value, protoDurations, 2));
+}
+
+/** Fields of the contract that are google.protobuf.Duration. */
+const DURATION_FIELDS = new Set(['timeout', 'initialBackoff', 'maxBackoff', 'catchUpWindow']);
+
+/**
+ * JSON.stringify replacer: Durations as proto3 JSON strings ("90s", "0.250s"), as grpcurl and
+ * other clients print them, rather than ts-proto's `{seconds, nanos}` objects.
+ */
+export function protoDurations(this: unknown, key: string, value: unknown): unknown {
+  if (!DURATION_FIELDS.has(key) || value === null || typeof value !== 'object') return value;
+  const { seconds, nanos } = value as { seconds?: unknown; nanos?: unknown };
+  const s = Number(seconds ?? 0);
+  const n = Number(nanos ?? 0);
+  if (!Number.isFinite(s) || !Number.isFinite(n)) return value;
+  return n === 0 ? `${s}s` : `${s}.${String(Math.abs(n)).padStart(9, '0').replace(/0+$/, '')}s`;
 }
 
 /** Prints `json` with `-o json`, otherwise the text `table` renders. */

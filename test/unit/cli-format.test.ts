@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { protoDurations } from '../../cli/session.js';
 import { Execution, ExecutionState, ExecutionTrigger } from '../../gen/citadel/v1/execution.js';
 import { Priority, Task } from '../../gen/citadel/v1/task.js';
 import {
@@ -203,5 +204,20 @@ void describe('task and execution output', () => {
   void it('sanitize escapes control characters', () => {
     assert.equal(sanitize('a\x1b[31mb\nc'), 'a\\x1b[31mb\\x0ac');
     assert.equal(sanitize('a\nb\tc', true), 'a\nb\tc');
+  });
+});
+
+void describe('JSON output', () => {
+  void it('prints Durations as proto3 JSON strings', () => {
+    const json = JSON.stringify(
+      {
+        task: {
+          timeout: { seconds: 90, nanos: 0 },
+          retryPolicy: { initialBackoff: { seconds: 0, nanos: 250_000_000 } },
+        },
+      },
+      protoDurations,
+    );
+    assert.equal(json, '{"task":{"timeout":"90s","retryPolicy":{"initialBackoff":"0.25s"}}}');
   });
 });
