@@ -31,6 +31,8 @@ const CONFIG_KEYS = new Set([
   'logLevel',
   'masterKeyFile',
   'shutdownGrace',
+  'authFailureLimit',
+  'authFailureWindow',
 ]);
 
 const duration = (field: string) => (v: string) => {
@@ -92,6 +94,9 @@ function readConfigFile(file: string): ServerOptionsInput {
   out.masterKeyFile = str('masterKeyFile');
   const sg = str('shutdownGrace');
   if (sg !== undefined) out.shutdownGraceMs = parseDuration(sg, `${file}: shutdownGrace`);
+  if (raw.authFailureLimit !== undefined) out.authFailureLimit = Number(raw.authFailureLimit);
+  const afw = str('authFailureWindow');
+  if (afw !== undefined) out.authFailureWindowMs = parseDuration(afw, `${file}: authFailureWindow`);
   return Object.fromEntries(Object.entries(out).filter(([, v]) => v !== undefined));
 }
 
@@ -113,6 +118,8 @@ interface Flags {
   logLevel?: string;
   masterKeyFile?: string;
   shutdownGrace?: number;
+  authFailureLimit?: number;
+  authFailureWindow?: number;
 }
 
 async function main(): Promise<void> {
@@ -172,6 +179,16 @@ async function main(): Promise<void> {
       '--shutdown-grace <duration>',
       'how long SIGTERM waits for in-flight calls (default 10s)',
       duration('--shutdown-grace'),
+    )
+    .option(
+      '--auth-failure-limit <n>',
+      'failed authentications per peer (and per credential) before throttling (default 20)',
+      (v) => Number(v),
+    )
+    .option(
+      '--auth-failure-window <duration>',
+      'window of that limit (default 1m)',
+      duration('--auth-failure-window'),
     );
   program.parse();
   const flags = program.opts<Flags>();
@@ -195,6 +212,8 @@ async function main(): Promise<void> {
       logLevel: flags.logLevel,
       masterKeyFile: flags.masterKeyFile,
       shutdownGraceMs: flags.shutdownGrace,
+      authFailureLimit: flags.authFailureLimit,
+      authFailureWindowMs: flags.authFailureWindow,
     }).filter(([, v]) => v !== undefined),
   );
   const options = compileServerOptions({

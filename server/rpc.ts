@@ -32,6 +32,7 @@ import {
   UnavailableError,
 } from '../common/errors.js';
 import type { ApiKeyTable } from './api-keys.js';
+import { AuthThrottledError, type AuthFailureGuard } from './auth-failures.js';
 import type { Metrics } from './metrics.js';
 import type { Actor } from './store.js';
 
@@ -68,6 +69,7 @@ export function toStatus(err: unknown, logger: Logger, method: string): Partial<
   if (err instanceof CitadelError) {
     const code = CODE_OF.find(([cls]) => err instanceof cls)?.[1] ?? status.INTERNAL;
     if (err.retryable) metadata.set('citadel-retryable', 'true');
+    if (err instanceof AuthThrottledError) metadata.set('retry-after-ms', String(err.retryAfterMs));
     if (code !== status.INTERNAL) return { code, details: err.message, metadata };
   }
   if (
@@ -88,28 +90,43 @@ export function toStatus(err: unknown, logger: Logger, method: string): Partial<
 
 export interface RpcDeps {
   apiKeys: ApiKeyTable;
+  authFailures: AuthFailureGuard;
   logger: Logger;
   metrics: Metrics;
 }
 
-/** Resolves the caller from `authorization: Bearer ...`. */
+/**
+ * Resolves the caller from `authorization: Bearer ...`. A failure is recorded (audited, and
+ * counted towards throttling) before it is thrown.
+ * @throws UnauthenticatedError, or AuthThrottledError once the peer or credential is throttled.
+ */
 export function authenticate(deps: RpcDeps, metadata: Metadata, peer: string): Principal {
+  const ipAddress = peerAddress(peer);
+  const refuse = (reason: string, message: string, credential?: string): never => {
+    deps.authFailures.fail({ peer: ipAddress, method: 'api_key', reason, credential });
+    throw new UnauthenticatedError(message);
+  };
   const values = metadata.get('authorization');
   if (values.length !== 1 || typeof values[0] !== 'string') {
-    throw new UnauthenticatedError(
+    return refuse(
+      'missing_credentials',
       'missing credentials: send "authorization: Bearer <API key>" metadata',
     );
   }
   const match = /^Bearer\s+(\S+)$/i.exec(values[0]);
-  if (!match) throw new UnauthenticatedError('authorization metadata must be "Bearer <API key>"');
+  if (!match) {
+    return refuse('malformed_credentials', 'authorization metadata must be "Bearer <API key>"');
+  }
   const record = deps.apiKeys.lookup(match[1]!);
-  if (!record) throw new UnauthenticatedError('invalid, revoked or expired API key');
+  if (!record) {
+    return refuse('unknown_credential', 'invalid, revoked or expired API key', match[1]);
+  }
   return {
     userId: record.principal,
     role: record.role,
     method: 'api_key',
     credentialId: record.id,
-    ipAddress: peerAddress(peer),
+    ipAddress,
   };
 }
 

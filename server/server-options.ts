@@ -40,6 +40,10 @@ export interface ServerOptions {
   masterKeyEnv?: string;
   /** How long SIGTERM waits for in-flight calls. @default 10000 */
   shutdownGraceMs: number;
+  /** Failed authentications allowed per peer (and per credential) in a window. @default 20 */
+  authFailureLimit: number;
+  /** That window. @default 60000 */
+  authFailureWindowMs: number;
 }
 
 export type ServerOptionsInput = Partial<ServerOptions>;
@@ -84,6 +88,8 @@ export function compileServerOptions(input: ServerOptionsInput): Readonly<Server
     masterKeyFile: input.masterKeyFile,
     masterKeyEnv: input.masterKeyEnv,
     shutdownGraceMs: input.shutdownGraceMs ?? 10_000,
+    authFailureLimit: input.authFailureLimit ?? 20,
+    authFailureWindowMs: input.authFailureWindowMs ?? 60_000,
   };
   if (o.dataDir === '') throw new ConfigError('--data-dir', 'must not be empty');
   parseHostPort(o.listen, '--listen');
@@ -101,6 +107,8 @@ export function compileServerOptions(input: ServerOptionsInput): Readonly<Server
   intInRange(o.missedRunThresholdMs, '--missed-run-threshold', 1000, 86_400_000);
   intInRange(o.timeoutGraceMs, '--timeout-grace', 0, 3_600_000);
   intInRange(o.shutdownGraceMs, '--shutdown-grace', 0, 600_000);
+  intInRange(o.authFailureLimit, '--auth-failure-limit', 1, 1_000_000);
+  intInRange(o.authFailureWindowMs, '--auth-failure-window', 1000, 86_400_000);
   if (!LOG_LEVELS.includes(o.logLevel)) {
     throw new ConfigError('--log-level', `must be one of ${LOG_LEVELS.join(', ')}`);
   }

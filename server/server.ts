@@ -20,6 +20,7 @@ import { ConfigError } from '../common/errors.js';
 import { randomBase32 } from '../common/ids.js';
 import { TaskServiceService } from '../gen/citadel/v1/task_service.js';
 import { ApiKeyTable } from './api-keys.js';
+import { AuthFailureGuard } from './auth-failures.js';
 import { bootstrapCluster, writePrivateFile, type ClusterMaterial } from './bootstrap.js';
 import { startEmbeddedEtcd, type EmbeddedEtcd } from './embedded-etcd.js';
 import { LeaderElection } from './leader-election.js';
@@ -210,8 +211,13 @@ export class CitadelServer {
 
     const grpc = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
     const shutdown = new AbortController();
+    const authFailures = new AuthFailureGuard(store, logger, {
+      maxFailures: options.authFailureLimit,
+      windowMs: options.authFailureWindowMs,
+    });
     const deps = {
       apiKeys,
+      authFailures,
       logger,
       metrics,
       store,

@@ -655,6 +655,54 @@ describe('authentication, health and reflection', () => {
     const before = await taskCount();
     await rejects(create({ type: 'x' }, 'not-a-key'), status.UNAUTHENTICATED);
     assert.equal(await taskCount(), before);
+
+    // Each refusal is audited with the peer and the reason, never the credential.
+    const audit = await eventually(async () => {
+      const items = (await ts.server.store.range<Record<string, unknown>>(keys.auditPrefix)).items
+        .map((a) => a.value)
+        .filter((a) => a.event_type === 'authentication_attempt');
+      assert.ok(items.length >= 3);
+      return items;
+    });
+    const reasons = audit.map((a) => (a.details as Record<string, string>).reason);
+    for (const reason of ['missing_credentials', 'unknown_credential']) {
+      assert.ok(reasons.includes(reason), reason);
+    }
+    assert.ok(audit.every((a) => a.result === 'failure' && a.ip_address === '127.0.0.1'));
+    const text = JSON.stringify(audit);
+    assert.ok(!text.includes('sk_live_wrong') && !text.includes('not-a-key'), 'no credential');
+  });
+
+  test('repeated failures from one peer are throttled; valid keys still work', async () => {
+    const other = await startTestServer(etcd.endpoint, { authFailureLimit: 3 });
+    try {
+      for (let i = 0; i < 3; i++) {
+        await rejects(
+          other.call(other.client.getTask, { id: 't_0000000000000000' }, `sk_live_guess${i}`),
+          status.UNAUTHENTICATED,
+        );
+      }
+      const err = await rejects(
+        other.call(other.client.getTask, { id: 't_0000000000000000' }, 'sk_live_guess9'),
+        status.RESOURCE_EXHAUSTED,
+        /too many failed authentication attempts; retry after \d+ s/,
+      );
+      assert.ok(Number(err.metadata.get('retry-after-ms')[0]) > 0, 'a retry hint');
+      await rejects(
+        other.call(other.client.getTask, { id: 't_0000000000000000' }),
+        status.NOT_FOUND,
+      );
+      const audited = await eventually(async () => {
+        const n = (
+          await other.server.store.range<Record<string, unknown>>(keys.auditPrefix)
+        ).items.filter((a) => a.value.event_type === 'authentication_attempt').length;
+        assert.equal(n, 3);
+        return n;
+      });
+      assert.equal(audited, 3, 'throttled attempts are not audited one by one');
+    } finally {
+      await other.stop();
+    }
   });
 
   test('health answers without credentials', async () => {
