@@ -1,6 +1,7 @@
 /**
- * The gRPC TaskService client citadelctl talks through: TLS against the cluster CA, the bearer
- * token attached to every call, a deadline on every unary call, and promise-returning methods.
+ * The gRPC TaskService and AdminService clients citadelctl talks through: TLS against the
+ * cluster CA, the bearer token attached to every call, a deadline on every unary call, and
+ * promise-returning methods.
  */
 
 import {
@@ -13,6 +14,27 @@ import {
   status,
 } from '@grpc/grpc-js';
 
+import {
+  AdminServiceClient,
+  type CreateApiKeyRequest,
+  type CreateApiKeyResponse,
+  type CreateUserRequest,
+  type CreateUserResponse,
+  type DisableUserRequest,
+  type DisableUserResponse,
+  type EnableUserRequest,
+  type EnableUserResponse,
+  type GetUserRequest,
+  type GetUserResponse,
+  type ListApiKeysRequest,
+  type ListApiKeysResponse,
+  type ListUsersRequest,
+  type ListUsersResponse,
+  type RevokeApiKeyRequest,
+  type RevokeApiKeyResponse,
+  type UpdateUserRequest,
+  type UpdateUserResponse,
+} from '../gen/citadel/v1/admin_service.js';
 import {
   type CancelExecutionRequest,
   type CancelExecutionResponse,
@@ -57,8 +79,23 @@ export interface CitadelClient {
   cancelExecution(request: CancelExecutionRequest): Promise<CancelExecutionResponse>;
   /** Opens the change stream. It has no deadline: it runs until cancelled. */
   watchExecutions(request: WatchExecutionsRequest): ClientReadableStream<WatchExecutionsResponse>;
-  /** Closes the channel; pending calls fail with CANCELLED. */
+  /** AdminService, on the same server, credentials and channel options. */
+  readonly admin: AdminClient;
+  /** Closes the channels; pending calls fail with CANCELLED. */
   close(): void;
+}
+
+/** Promise-based AdminService. Unary calls reject with the grpc-js ServiceError. */
+export interface AdminClient {
+  createUser(request: CreateUserRequest): Promise<CreateUserResponse>;
+  getUser(request: GetUserRequest): Promise<GetUserResponse>;
+  listUsers(request: ListUsersRequest): Promise<ListUsersResponse>;
+  updateUser(request: UpdateUserRequest): Promise<UpdateUserResponse>;
+  disableUser(request: DisableUserRequest): Promise<DisableUserResponse>;
+  enableUser(request: EnableUserRequest): Promise<EnableUserResponse>;
+  createApiKey(request: CreateApiKeyRequest): Promise<CreateApiKeyResponse>;
+  listApiKeys(request: ListApiKeysRequest): Promise<ListApiKeysResponse>;
+  revokeApiKey(request: RevokeApiKeyRequest): Promise<RevokeApiKeyResponse>;
 }
 
 /** Per-process client options. */
@@ -101,6 +138,8 @@ export function createCitadelClient(
     channelOptions['grpc.default_authority'] = settings.tlsServerName;
   }
   const client = new TaskServiceClient(settings.server, channelCredentials, channelOptions);
+  // Same target, credentials and options: grpc-js shares the connection between the two.
+  const admin = new AdminServiceClient(settings.server, channelCredentials, channelOptions);
 
   const metadata = (): Metadata => {
     const md = new Metadata();
@@ -130,7 +169,21 @@ export function createCitadelClient(
     getExecution: (req) => unary((md, o, cb) => client.getExecution(req, md, o, cb)),
     cancelExecution: (req) => unary((md, o, cb) => client.cancelExecution(req, md, o, cb)),
     watchExecutions: (req) => client.watchExecutions(req, metadata()),
-    close: () => client.close(),
+    admin: {
+      createUser: (req) => unary((md, o, cb) => admin.createUser(req, md, o, cb)),
+      getUser: (req) => unary((md, o, cb) => admin.getUser(req, md, o, cb)),
+      listUsers: (req) => unary((md, o, cb) => admin.listUsers(req, md, o, cb)),
+      updateUser: (req) => unary((md, o, cb) => admin.updateUser(req, md, o, cb)),
+      disableUser: (req) => unary((md, o, cb) => admin.disableUser(req, md, o, cb)),
+      enableUser: (req) => unary((md, o, cb) => admin.enableUser(req, md, o, cb)),
+      createApiKey: (req) => unary((md, o, cb) => admin.createApiKey(req, md, o, cb)),
+      listApiKeys: (req) => unary((md, o, cb) => admin.listApiKeys(req, md, o, cb)),
+      revokeApiKey: (req) => unary((md, o, cb) => admin.revokeApiKey(req, md, o, cb)),
+    },
+    close: () => {
+      client.close();
+      admin.close();
+    },
   };
 }
 

@@ -5,8 +5,10 @@
 
 import { readFileSync } from 'node:fs';
 
+import { parseDuration } from '../common/duration.js';
 import { InvalidArgumentError } from '../common/errors.js';
 import { EXECUTION_STATE_BY_NAME } from '../common/execution-states.js';
+import { Role, TaskScope } from '../gen/citadel/v1/admin.js';
 import { ExecutionState } from '../gen/citadel/v1/execution.js';
 import { MissedRunPolicy, OverlapPolicy, Priority } from '../gen/citadel/v1/task.js';
 
@@ -43,6 +45,39 @@ export function parseMissedRunPolicy(text: string, flag = '--missed'): MissedRun
     skip: MissedRunPolicy.MISSED_RUN_POLICY_SKIP,
     'catch-up': MissedRunPolicy.MISSED_RUN_POLICY_CATCH_UP_ONCE,
   });
+}
+
+/** `--role admin|scheduler|executor|viewer`. */
+export function parseRole(text: string, flag = '--role'): Role {
+  return oneOf(flag, text, {
+    admin: Role.ROLE_ADMIN,
+    scheduler: Role.ROLE_SCHEDULER,
+    executor: Role.ROLE_EXECUTOR,
+    viewer: Role.ROLE_VIEWER,
+  });
+}
+
+/** `--scope own|all`. */
+export function parseTaskScope(text: string, flag = '--scope'): TaskScope {
+  return oneOf(flag, text, { own: TaskScope.TASK_SCOPE_OWN, all: TaskScope.TASK_SCOPE_ALL });
+}
+
+/**
+ * A comma-separated list such as `--allowed-types a,b`. Blanks around entries are dropped, as
+ * are repeats; an empty or blank value is the empty list. An empty entry (`a,,b`) is refused.
+ */
+export function parseList(text: string, flag: string): string[] {
+  if (text.trim() === '') return [];
+  const items = text.split(',').map((item) => item.trim());
+  if (items.includes('')) {
+    throw new InvalidArgumentError(flag, `"${text}" has an empty entry; separate names by commas`);
+  }
+  return [...new Set(items)];
+}
+
+/** `--allowed-priorities high,low`: a list of priorities; empty is the empty list. */
+export function parsePriorityList(text: string, flag = '--allowed-priorities'): Priority[] {
+  return [...new Set(parseList(text, flag).map((item) => parsePriority(item, flag)))];
 }
 
 const EXECUTION_STATES: Readonly<Record<string, ExecutionState>> = EXECUTION_STATE_BY_NAME;
@@ -121,17 +156,54 @@ const ISO_8601 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2
 export function parseRunAt(text: string, flag = '--run-at'): Date | undefined {
   const input = text.trim();
   if (input.toLowerCase() === 'now') return undefined;
+  return parseInstant(text, flag, 'write "now" or a time such as "2026-11-24T10:00:00Z"');
+}
+
+/** An ISO 8601 time with an explicit zone; `otherwise` says what else the flag accepts. */
+function parseInstant(text: string, flag: string, otherwise: string): Date {
+  const input = text.trim();
   if (!ISO_8601.test(input)) {
     const hint = /^\d{4}-\d{2}-\d{2}T[\d:.]+$/.test(input)
-      ? '; add a zone, "Z" or an offset such as "+01:00"'
-      : '; write "now" or a time such as "2026-11-24T10:00:00Z"';
-    throw new InvalidArgumentError(flag, `"${text}" is not an ISO 8601 time${hint}`);
+      ? 'add a zone, "Z" or an offset such as "+01:00"'
+      : otherwise;
+    throw new InvalidArgumentError(flag, `"${text}" is not an ISO 8601 time; ${hint}`);
   }
   const date = new Date(input);
   if (Number.isNaN(date.getTime())) {
     throw new InvalidArgumentError(flag, `"${text}" is not a valid date`);
   }
   return date;
+}
+
+/**
+ * `--expires`: a duration from `now` such as `90d` or `12h`, or an ISO 8601 time with zone
+ * such as `2027-01-01T00:00:00Z`. Either must lie in the future; a duration's expiry is rounded
+ * up to a whole second.
+ */
+export function parseExpiry(text: string, flag = '--expires', now: Date = new Date()): Date {
+  const input = text.trim();
+  let expires: Date;
+  if (/^\d{4}-/.test(input)) {
+    expires = parseInstant(text, flag, 'write a duration such as "90d" or a time with zone');
+  } else {
+    let ms: number;
+    try {
+      ms = parseDuration(input, flag);
+    } catch {
+      throw new InvalidArgumentError(
+        flag,
+        `"${text}" is neither a duration such as "90d" or "12h" nor an ISO 8601 time ` +
+          'such as "2027-01-01T00:00:00Z"',
+      );
+    }
+    if (ms <= 0) throw new InvalidArgumentError(flag, 'must be longer than 0s');
+    // Whole seconds, rounded up, so the expiry prints cleanly.
+    expires = new Date(Math.ceil((now.getTime() + ms) / 1000) * 1000);
+  }
+  if (expires.getTime() <= now.getTime()) {
+    throw new InvalidArgumentError(flag, `${expires.toISOString()} is not in the future`);
+  }
+  return expires;
 }
 
 /** `--tz`: an IANA time zone the local ICU data knows, such as `Europe/Berlin` or `UTC`. */

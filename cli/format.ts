@@ -1,5 +1,5 @@
 /**
- * Renders TaskService responses for people: aligned tables, `key: value` blocks and one-line
+ * Renders TaskService and AdminService responses for people: aligned tables, `key: value` blocks and one-line
  * watch events. JSON output is the generated proto3 JSON and lives with the commands.
  *
  * Text that comes from the server (labels, worker ids, captured output) is passed through
@@ -7,6 +7,14 @@
  */
 
 import { durationFromProto, formatDuration } from '../common/duration.js';
+import {
+  type ApiKey,
+  type Role,
+  TaskScope,
+  type User,
+  roleToJSON,
+  taskScopeToJSON,
+} from '../gen/citadel/v1/admin.js';
 import {
   type Execution,
   type ExecutionState,
@@ -112,6 +120,17 @@ export function overlapName(policy: OverlapPolicy): string {
   return enumName(overlapPolicyToJSON(effective), 'OVERLAP_POLICY_');
 }
 
+/** `admin`, `scheduler`, `executor` or `viewer`. */
+export function roleName(role: Role): string {
+  return enumName(roleToJSON(role), 'ROLE_');
+}
+
+/** `own` or `all`; unspecified reads as `own`, as the contract defines. */
+export function scopeName(scope: TaskScope): string {
+  const effective = scope === TaskScope.TASK_SCOPE_UNSPECIFIED ? TaskScope.TASK_SCOPE_OWN : scope;
+  return enumName(taskScopeToJSON(effective), 'TASK_SCOPE_');
+}
+
 function enumName(json: string, prefix: string): string {
   return json === 'UNRECOGNIZED' ? 'unknown' : json.replace(prefix, '').toLowerCase();
 }
@@ -146,6 +165,74 @@ export function executionsTable(executions: readonly Execution[]): string {
       formatTimestamp(e.startTime),
       formatTimestamp(e.endTime),
       e.result?.exitCode === undefined ? '-' : String(e.result.exitCode),
+    ]),
+  );
+}
+
+/** `3/10`: tasks owned out of the most allowed; `3/-` when there is no limit. */
+function taskQuota(user: User): string {
+  return `${user.taskCount}/${user.maxTasks === 0 ? '-' : user.maxTasks}`;
+}
+
+/** The allowed task types, comma-separated; `any` when the list is empty, as it means. */
+function allowedTypes(user: User): string {
+  return user.allowedTaskTypes.length === 0 ? 'any' : sanitize(user.allowedTaskTypes.join(','));
+}
+
+/** The allowed priorities, lower-case and comma-separated; `any` when the list is empty. */
+function allowedPriorities(user: User): string {
+  return user.allowedPriorities.length === 0
+    ? 'any'
+    : user.allowedPriorities.map(priorityName).join(',');
+}
+
+/** The user list table. */
+export function usersTable(users: readonly User[]): string {
+  return renderTable(
+    ['ID', 'ROLE', 'ENABLED', 'SCOPE', 'TASKS', 'TYPES', 'PRIORITIES'],
+    users.map((u) => [
+      sanitize(u.id),
+      roleName(u.role),
+      String(u.enabled),
+      scopeName(u.taskScope),
+      taskQuota(u),
+      allowedTypes(u),
+      allowedPriorities(u),
+    ]),
+  );
+}
+
+/** The block `user get`, `user create` and `user update` print. */
+export function userDetails(user: User): string {
+  return renderDetails([
+    ['id', sanitize(user.id)],
+    ['role', roleName(user.role)],
+    ['enabled', String(user.enabled)],
+    ['scope', scopeName(user.taskScope)],
+    ['tasks', taskQuota(user)],
+    [
+      'max concurrent',
+      user.maxConcurrentExecutions === 0 ? '-' : String(user.maxConcurrentExecutions),
+    ],
+    ['allowed types', allowedTypes(user)],
+    ['allowed priorities', allowedPriorities(user)],
+    ['created', formatTimestamp(user.createTime)],
+    ['updated', formatTimestamp(user.updateTime)],
+  ]);
+}
+
+/** The API key list table; an unset expiry or last use reads `never`. */
+export function apiKeysTable(keys: readonly ApiKey[]): string {
+  return renderTable(
+    ['ID', 'USER', 'PREFIX', 'CREATED', 'EXPIRES', 'LAST USED', 'DESCRIPTION'],
+    keys.map((k) => [
+      sanitize(k.id),
+      sanitize(k.userId),
+      sanitize(k.prefix) || '-',
+      formatTimestamp(k.createTime),
+      k.expireTime === undefined ? 'never' : formatTimestamp(k.expireTime),
+      k.lastUsedTime === undefined ? 'never' : formatTimestamp(k.lastUsedTime),
+      sanitize(k.description) || '-',
     ]),
   );
 }

@@ -1,19 +1,21 @@
 #!/usr/bin/env node
 /**
- * citadelctl: the operator CLI for Citadel's TaskService. Exit status 0 on success, 1 when the
- * server or the connection fails, 2 for usage errors, including flags refused before any call.
+ * citadelctl: the operator CLI for Citadel's TaskService and AdminService. Exit status 0 on
+ * success, 1 when the server or the connection fails, 2 for usage errors, including flags
+ * refused before any call.
  */
 
 import { Command } from 'commander';
 
 import { productVersion } from '../common/version.js';
+import { registerAdminCommands } from './commands/admin.js';
 import { registerExecutionCommands } from './commands/execution.js';
 import { registerTaskCommands } from './commands/task.js';
 import { addGlobalOptions, reportError } from './session.js';
 
 function buildProgram(): Command {
   const program = new Command('citadelctl')
-    .description('Operate a Citadel cluster: tasks and their executions.')
+    .description('Operate a Citadel cluster: tasks, their executions, users and API keys.')
     .version(productVersion(), '-V, --version')
     // Settings inherited by subcommands must come before they are added.
     .exitOverride()
@@ -32,6 +34,7 @@ insecure). The server writes its cluster CA to <data-dir>/ca.crt and the first a
   );
   registerTaskCommands(program);
   registerExecutionCommands(program);
+  registerAdminCommands(program);
   return program;
 }
 

@@ -1,13 +1,13 @@
 /**
  * API keys: `sk_live_` + 43 base62 characters (256 bits), stored only as their SHA-256 under
- * `apikeys/`. Every replica holds the table in memory, loaded once and kept current by a
- * watch, so revocation takes effect everywhere as soon as it is committed.
+ * `apikeys/`. Every replica holds the table in memory (a WatchedTable), so revocation takes
+ * effect everywhere as soon as it is committed.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import { keys } from './keys.js';
-import type { Store } from './store.js';
+import { Tx, type Store } from './store.js';
+import { WatchedTable } from './watched-table.js';
 
 export const API_KEY_PREFIX = 'sk_live_';
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
@@ -18,8 +18,9 @@ export interface ApiKeyRecord {
   id: string;
   /** First characters of the key, to help a human recognise it. */
   prefix: string;
-  principal: string;
-  role: string;
+  /** The user the key authenticates as. */
+  userId: string;
+  description: string;
   createdAt: number;
   expiresAt: number | null;
 }
@@ -41,70 +42,42 @@ export function hashApiKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
 }
 
-/** The in-memory, watch-driven table of API keys. */
-export class ApiKeyTable {
-  private byHash = new Map<string, ApiKeyRecord>();
-  private watcher: Watcher | undefined;
-  private running = false;
-
-  constructor(
-    private readonly store: Store,
-    private readonly logger: Logger,
-  ) {}
-
-  async start(): Promise<void> {
-    this.running = true;
-    await this.load();
-  }
-
-  private async load(): Promise<void> {
-    const page = await this.store.range<ApiKeyRecord>(keys.apiKeyPrefix);
-    const fresh = new Map<string, ApiKeyRecord>();
-    for (const item of page.items) fresh.set(item.key.slice(keys.apiKeyPrefix.length), item.value);
-    const watcher = await this.store.watch(keys.apiKeyPrefix, page.revision + 1);
-    // Swap in one step, so a revoked key is never briefly valid again.
-    this.byHash = fresh;
-    watcher.on('put', (kv) => {
-      const hash = this.store.relative(kv.key).slice(keys.apiKeyPrefix.length);
-      this.byHash.set(hash, JSON.parse(kv.value.toString()) as ApiKeyRecord);
-    });
-    watcher.on('delete', (kv) => {
-      this.byHash.delete(this.store.relative(kv.key).slice(keys.apiKeyPrefix.length));
-    });
-    // etcd cancels a watch whose resume revision was compacted (after a reconnect): a
-    // revocation would then be missed, so reload the table and watch again.
-    watcher.once('error', (err) => {
-      this.logger.warn({ err }, 'api key watch cancelled; reloading');
-      void watcher.cancel().catch(() => undefined);
-      void this.reload();
-    });
-    this.watcher = watcher;
-    if (!this.running) await this.stop();
-  }
-
-  private async reload(): Promise<void> {
-    while (this.running) {
-      try {
-        await this.load();
-        return;
-      } catch (err) {
-        this.logger.error({ err }, 'reloading api keys failed; retrying');
-        await new Promise((resolve) => setTimeout(resolve, 1000));
-      }
-    }
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    await this.watcher?.cancel().catch(() => undefined);
-    this.watcher = undefined;
+/** The in-memory, watch-driven table of API keys, by hash. */
+export class ApiKeyTable extends WatchedTable<ApiKeyRecord> {
+  constructor(store: Store, logger: Logger) {
+    super(store, keys.apiKeyPrefix, logger);
   }
 
   /** The record for `key` if it exists and has not expired. */
   lookup(key: string, now = Date.now()): ApiKeyRecord | undefined {
     if (!key.startsWith(API_KEY_PREFIX) || key.length > 128) return undefined;
-    const record = this.byHash.get(hashApiKey(key));
+    const record = this.get(hashApiKey(key));
     if (!record || (record.expiresAt !== null && record.expiresAt <= now)) return undefined;
     return record;
+  }
+}
+
+/**
+ * Records when keys were last used, at most once a minute per key and replica, off the call's
+ * path (`apikey-usage/<id>`).
+ */
+export class KeyUsage {
+  private readonly written = new Map<string, number>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  touch(keyId: string): void {
+    const now = this.now();
+    const last = this.written.get(keyId);
+    if (last !== undefined && now - last < 60_000) return;
+    if (this.written.size > 100_000) this.written.clear();
+    this.written.set(keyId, now);
+    this.store
+      .commit(new Tx().putJson(keys.apiKeyUsage(keyId), { lastUsedAt: now }))
+      .catch((err: unknown) => this.logger.warn({ err }, 'could not record API key use'));
   }
 }

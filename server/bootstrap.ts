@@ -10,6 +10,7 @@ import { randomBase32 } from '../common/ids.js';
 import { generateApiKey, type ApiKeyRecord } from './api-keys.js';
 import { DecryptError, Keyring, generateKey, unwrapDataKey, wrapDataKey } from './crypto/sealer.js';
 import { keys } from './keys.js';
+import { BOOTSTRAP_ADMIN, type UserRecord } from './users.js';
 import { Tx, type Store } from './store.js';
 import { createCa, type CaMaterial } from './tls/ca.js';
 
@@ -45,10 +46,22 @@ export async function bootstrapCluster(
     const record: ApiKeyRecord = {
       id: `key_${randomBase32(12)}`,
       prefix: admin.key.slice(0, 12),
-      principal: 'admin',
-      role: 'admin',
+      userId: BOOTSTRAP_ADMIN,
+      description: 'created with the cluster',
       createdAt: now,
       expiresAt: null,
+    };
+    const adminUser: UserRecord = {
+      id: BOOTSTRAP_ADMIN,
+      role: 'admin',
+      allowedTaskTypes: [],
+      allowedPriorities: [],
+      maxTasks: 0,
+      maxConcurrentExecutions: 0,
+      taskScope: 'all',
+      enabled: true,
+      createdAt: now,
+      updatedAt: now,
     };
     const tx = new Tx()
       .expect(keys.cluster, 0)
@@ -57,7 +70,9 @@ export async function bootstrapCluster(
       .put(keys.activeDataKey, kid)
       .put(keys.caCert, ca.certPem)
       .put(keys.caKey, master.seal(ca.keyPkcs8, CA_KEY_AAD).toString('base64'))
+      .putJson(keys.user(BOOTSTRAP_ADMIN), adminUser)
       .putJson(keys.apiKey(admin.hashHex), record)
+      .putJson(keys.apiKeyId(record.id), { hash: admin.hashHex })
       .record({
         eventType: 'configuration_change',
         action: 'bootstrap_cluster',

@@ -129,6 +129,7 @@ export function newExecution(
   return {
     id: executionId(task.id, run, attempt),
     taskId: task.id,
+    owner: task.owner,
     run,
     attempt,
     state: 'pending',

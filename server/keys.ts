@@ -14,6 +14,16 @@ export const keys = {
   activeDataKey: 'keys/active',
   apiKeyPrefix: 'apikeys/',
   apiKey: (hashHex: string) => `apikeys/${hashHex}`,
+  /** Key id -> hash of the key, to revoke by id. */
+  apiKeyId: (keyId: string) => `apikey-ids/${keyId}`,
+  apiKeyUsage: (keyId: string) => `apikey-usage/${keyId}`,
+  userPrefix: 'users/',
+  user: (userId: string) => `users/${userId}`,
+  /** One empty key per task a user owns: counted for max_tasks. */
+  ownedPrefix: (userId: string) => `owned/${userId}/`,
+  owned: (userId: string, taskId: string) => `owned/${userId}/${taskId}`,
+  /** Bumped by every create of a user with max_tasks, so concurrent creates serialise. */
+  quota: (userId: string) => `quota/${userId}`,
   taskPrefix: 'tasks/',
   task: (taskId: string) => `tasks/${taskId}`,
   idempotency: (hashHex: string) => `idempotency/${hashHex}`,

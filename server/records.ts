@@ -88,6 +88,8 @@ export interface ResultRecord {
 export interface ExecutionRecord {
   id: string;
   taskId: string;
+  /** The task's owner when the execution was created (for task scopes). */
+  owner: string;
   run: number;
   attempt: number;
   state: ExecState;

@@ -31,13 +31,17 @@ import {
   UnauthenticatedError,
   UnavailableError,
 } from '../common/errors.js';
-import type { ApiKeyTable } from './api-keys.js';
+import type { ApiKeyTable, KeyUsage } from './api-keys.js';
+import { authorize, type RpcName } from './authorization.js';
 import { AuthThrottledError, type AuthFailureGuard } from './auth-failures.js';
 import type { Metrics } from './metrics.js';
-import type { Actor } from './store.js';
+import { Tx, type Actor, type Store } from './store.js';
+import type { UserRecord, UserTable } from './users.js';
 
 /** The authenticated caller of an RPC. */
 export interface Principal extends Actor {
+  /** The caller's user record, as of this call. */
+  user: UserRecord;
   role: string;
   /** How the caller proved who they are. */
   method: 'api_key';
@@ -90,6 +94,9 @@ export function toStatus(err: unknown, logger: Logger, method: string): Partial<
 
 export interface RpcDeps {
   apiKeys: ApiKeyTable;
+  users: UserTable;
+  keyUsage: KeyUsage;
+  store: Store;
   authFailures: AuthFailureGuard;
   logger: Logger;
   metrics: Metrics;
@@ -121,13 +128,39 @@ export function authenticate(deps: RpcDeps, metadata: Metadata, peer: string): P
   if (!record) {
     return refuse('unknown_credential', 'invalid, revoked or expired API key', match[1]);
   }
+  const user = deps.users.get(record.userId);
+  if (!user?.enabled) {
+    return refuse('user_disabled', 'the user of this API key is disabled', match[1]);
+  }
+  deps.keyUsage.touch(record.id);
   return {
-    userId: record.principal,
-    role: record.role,
+    userId: user.id,
+    user,
+    role: user.role,
     method: 'api_key',
     credentialId: record.id,
     ipAddress,
   };
+}
+
+/** Checks the role's permission for `rpc`; a refusal is audited before it is thrown. */
+function authorizeCall(deps: RpcDeps, principal: Principal, rpc: RpcName): void {
+  try {
+    authorize(principal.user, rpc);
+  } catch (err) {
+    const tx = new Tx().record({
+      eventType: 'authorization_failure',
+      action: rpc,
+      result: 'failure',
+      userId: principal.userId,
+      ipAddress: principal.ipAddress,
+      details: { role: principal.role },
+    });
+    deps.store.commit(tx).catch((e: unknown) => {
+      deps.logger.warn({ err: e }, 'could not audit an authorization failure');
+    });
+    throw err;
+  }
 }
 
 /** `ipv4:1.2.3.4:5678` or `ipv6:[::1]:5678` -> the address alone. */
@@ -139,7 +172,7 @@ function peerAddress(peer: string): string {
 /** Wraps a unary handler with authentication, metrics and error translation. */
 export function unary<Req, Res>(
   deps: RpcDeps,
-  method: string,
+  method: RpcName,
   handler: (request: Req, ctx: RpcContext, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
@@ -153,8 +186,9 @@ export function unary<Req, Res>(
     };
     try {
       principal = authenticate(deps, call.metadata, call.getPeer());
+      authorizeCall(deps, principal, method);
     } catch (err) {
-      deps.logger.info({ method, peer: call.getPeer() }, 'unauthenticated call refused');
+      deps.logger.info({ method, peer: call.getPeer() }, 'call refused');
       done(toStatus(err, deps.logger, method));
       return;
     }
@@ -168,7 +202,7 @@ export function unary<Req, Res>(
 /** Wraps a server-streaming handler the same way; the handler resolves when the stream ends. */
 export function serverStream<Req, Res>(
   deps: RpcDeps,
-  method: string,
+  method: RpcName,
   handler: (request: Req, ctx: RpcContext, call: ServerWritableStream<Req, Res>) => Promise<void>,
 ): handleServerStreamingCall<Req, Res> {
   return (call) => {
@@ -180,6 +214,7 @@ export function serverStream<Req, Res>(
     let principal: Principal;
     try {
       principal = authenticate(deps, call.metadata, call.getPeer());
+      authorizeCall(deps, principal, method);
     } catch (err) {
       finish(err);
       return;

@@ -18,8 +18,10 @@ import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-
 import type { Logger } from 'pino';
 import { ConfigError } from '../common/errors.js';
 import { randomBase32 } from '../common/ids.js';
+import { AdminServiceService } from '../gen/citadel/v1/admin_service.js';
 import { TaskServiceService } from '../gen/citadel/v1/task_service.js';
-import { ApiKeyTable } from './api-keys.js';
+import { adminService } from './admin-service.js';
+import { ApiKeyTable, KeyUsage } from './api-keys.js';
 import { AuthFailureGuard } from './auth-failures.js';
 import { bootstrapCluster, writePrivateFile, type ClusterMaterial } from './bootstrap.js';
 import { startEmbeddedEtcd, type EmbeddedEtcd } from './embedded-etcd.js';
@@ -33,6 +35,7 @@ import { ExecutionEngine } from './execution-engine.js';
 import { TaskEngine } from './task-engine.js';
 import { taskService } from './task-service.js';
 import { TimeoutWatcher } from './timeout-watcher.js';
+import { UserTable } from './users.js';
 import { caFingerprint, issueServerCert } from './tls/ca.js';
 
 type EtcdCredentials = NonNullable<IOptions['credentials']>;
@@ -82,6 +85,7 @@ export class CitadelServer {
       health: HealthImplementation;
       shutdown: AbortController;
       apiKeys: ApiKeyTable;
+      users: UserTable;
       client: Etcd3;
       etcd?: EmbeddedEtcd;
       metricsServer?: HttpServer;
@@ -160,7 +164,8 @@ export class CitadelServer {
 
     const metrics = new Metrics();
     const apiKeys = new ApiKeyTable(store, logger);
-    await apiKeys.start();
+    const users = new UserTable(store, logger);
+    await Promise.all([apiKeys.start(), users.start()]);
     try {
       return await CitadelServer.serve(options, logger, {
         store,
@@ -169,11 +174,12 @@ export class CitadelServer {
         replicaId,
         metrics,
         apiKeys,
+        users,
         client,
         etcd,
       });
     } catch (err) {
-      await apiKeys.stop();
+      await Promise.all([apiKeys.stop(), users.stop()]);
       throw err;
     }
   }
@@ -189,11 +195,12 @@ export class CitadelServer {
       replicaId: string;
       metrics: Metrics;
       apiKeys: ApiKeyTable;
+      users: UserTable;
       client: Etcd3;
       etcd: EmbeddedEtcd | undefined;
     },
   ): Promise<CitadelServer> {
-    const { store, cluster, caPath, replicaId, metrics, apiKeys, client, etcd } = parts;
+    const { store, cluster, caPath, replicaId, metrics, apiKeys, users, client, etcd } = parts;
     const executions = new ExecutionEngine(store);
     const engine = new TaskEngine(store, cluster.keyring, {
       missedRunThresholdMs: options.missedRunThresholdMs,
@@ -217,6 +224,8 @@ export class CitadelServer {
     });
     const deps = {
       apiKeys,
+      users,
+      keyUsage: new KeyUsage(store, logger),
       authFailures,
       logger,
       metrics,
@@ -227,9 +236,11 @@ export class CitadelServer {
       shutdown: shutdown.signal,
     };
     grpc.addService(TaskServiceService, taskService(deps));
+    grpc.addService(AdminServiceService, adminService(deps));
     const health = new HealthImplementation({
       '': 'NOT_SERVING',
       'citadel.v1.TaskService': 'NOT_SERVING',
+      'citadel.v1.AdminService': 'NOT_SERVING',
     });
     health.addToServer(grpc);
     const descriptors = loadFileDescriptorSetFromBuffer(await readFile(DESCRIPTOR_PATH));
@@ -277,6 +288,7 @@ export class CitadelServer {
     election.start();
     health.setStatus('', 'SERVING');
     health.setStatus('citadel.v1.TaskService', 'SERVING');
+    health.setStatus('citadel.v1.AdminService', 'SERVING');
     logger.info(
       {
         listen: `${host}:${bound}`,
@@ -305,6 +317,7 @@ export class CitadelServer {
         health,
         shutdown,
         apiKeys,
+        users,
         client,
         etcd,
         metricsServer,
@@ -318,9 +331,11 @@ export class CitadelServer {
    * the shutdown grace), then close etcd connections and stop the embedded etcd.
    */
   async stop(): Promise<void> {
-    const { grpc, health, shutdown, apiKeys, client, etcd, metricsServer, logger } = this.parts;
+    const { grpc, health, shutdown, apiKeys, users, client, etcd, metricsServer, logger } =
+      this.parts;
     health.setStatus('', 'NOT_SERVING');
     health.setStatus('citadel.v1.TaskService', 'NOT_SERVING');
+    health.setStatus('citadel.v1.AdminService', 'NOT_SERVING');
     // etcd may hang rather than fail: no step of shutdown waits on it past the grace period.
     await withDeadline(this.election.stop(), this.options.shutdownGraceMs);
     shutdown.abort(); // ends open watch streams, which would otherwise hold tryShutdown open
@@ -334,7 +349,7 @@ export class CitadelServer {
         resolve();
       });
     });
-    await withDeadline(apiKeys.stop(), this.options.shutdownGraceMs);
+    await withDeadline(Promise.all([apiKeys.stop(), users.stop()]), this.options.shutdownGraceMs);
     client.close();
     await etcd?.stop();
     await new Promise<void>((resolve) =>

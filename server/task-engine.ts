@@ -10,6 +10,7 @@ import {
   AlreadyExistsError,
   FailedPreconditionError,
   NotFoundError,
+  QuotaExceededError,
 } from '../common/errors.js';
 import { newTaskId } from '../common/ids.js';
 import type { Keyring } from './crypto/sealer.js';
@@ -54,6 +55,23 @@ export class TaskEngine {
     return task;
   }
 
+  /**
+   * Adds to `tx` what keeps `owner` within `maxTasks`: the count of owned tasks is read after
+   * the owner's quota guard, and the guard is bumped in the same transaction, so two creates
+   * racing for the last slot cannot both commit (the loser re-reads and is refused).
+   * @throws QuotaExceededError if the owner already has `maxTasks` tasks.
+   */
+  private async reserveTaskSlot(tx: Tx, owner: string, maxTasks: number): Promise<void> {
+    const guard = await this.store.get(keys.quota(owner));
+    const owned = await this.store.count(keys.ownedPrefix(owner));
+    if (owned >= maxTasks) {
+      throw new QuotaExceededError(
+        `max_tasks: ${owner} owns ${owned} tasks, the most allowed; delete some or ask an admin to raise the limit`,
+      );
+    }
+    tx.expect(keys.quota(owner), guard?.modRevision ?? 0).put(keys.quota(owner), '');
+  }
+
   /** The definition part of a stored task (payload opened). */
   definitionOf(task: TaskRecord): TaskDefinition {
     return {
@@ -78,6 +96,8 @@ export class TaskEngine {
     def: TaskDefinition,
     idempotencyKey: string,
     requestHash: string,
+    /** The owner's max_tasks; 0 means no limit. */
+    maxTasks = 0,
   ): Promise<{ task: Versioned<TaskRecord>; created: boolean }> {
     const idemKey = idempotencyKey ? idempotencyKeyOf(actor.userId, idempotencyKey) : undefined;
     return retryOnConflict(async () => {
@@ -115,7 +135,8 @@ export class TaskEngine {
         active: [],
       };
       const tx = new Tx();
-      tx.expect(keys.task(id), 0);
+      tx.expect(keys.task(id), 0).put(keys.owned(actor.userId, id), '');
+      if (maxTasks > 0) await this.reserveTaskSlot(tx, actor.userId, maxTasks);
       if (idemKey) tx.expect(idemKey, 0).putJson(idemKey, { taskId: id, requestHash });
       if (task.schedule.kind === 'once' && task.nextRunAt !== null && task.nextRunAt <= now) {
         addRun(tx, task, task.nextRunAt, 'schedule', actor, now);
@@ -237,7 +258,7 @@ export class TaskEngine {
           await this.store.commit(tx);
           return { count: TXN_BATCH, last };
         }
-        tx.delete(current.key);
+        tx.delete(current.key).delete(keys.owned(task.owner, taskId));
         if (task.idempotencyKey) tx.delete(idempotencyKeyOf(task.owner, task.idempotencyKey));
         tx.record({
           eventType: 'task_deleted',

@@ -3,7 +3,13 @@
  */
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { GRPCOutOfRangeError, type IWatchResponse } from 'etcd3';
-import { InvalidArgumentError, OutOfRangeError, QuotaExceededError } from '../common/errors.js';
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  OutOfRangeError,
+  PermissionDeniedError,
+  QuotaExceededError,
+} from '../common/errors.js';
 import { TASK_ID_PATTERN } from '../common/ids.js';
 import { Task } from '../gen/citadel/v1/task.js';
 import type {
@@ -21,15 +27,18 @@ import {
   type ExecutionRecord,
   type TaskRecord,
 } from './records.js';
-import { serverStream, unary, type RpcDeps } from './rpc.js';
+import { canSeeTask } from './authorization.js';
+import { serverStream, unary, type Principal, type RpcDeps } from './rpc.js';
 import type { Store, Versioned } from './store.js';
 import type { ExecutionEngine } from './execution-engine.js';
 import type { TaskEngine } from './task-engine.js';
+import type { UserRecord } from './users.js';
 import {
   applyUpdate,
   requestHash,
   validateIdempotencyKey,
   validateNewTask,
+  type TaskDefinition,
 } from './task-validation.js';
 
 /** Changes a watch stream may buffer for a slow client before it is ended. */
@@ -106,15 +115,54 @@ async function filteredPage<T>(
   }
 }
 
+/**
+ * The caller's own limits on what tasks may look like (admins have none).
+ * @throws PermissionDeniedError naming the field outside the limits.
+ */
+export function checkTaskLimits(user: UserRecord, def: TaskDefinition): void {
+  if (user.role === 'admin') return;
+  const kinds = user.allowedTaskTypes.filter((t) => t === 'one_time' || t === 'cron');
+  const types = user.allowedTaskTypes.filter((t) => t !== 'one_time' && t !== 'cron');
+  const kind = def.schedule.kind === 'once' ? 'one_time' : 'cron';
+  if (kinds.length > 0 && !kinds.includes(kind)) {
+    throw new PermissionDeniedError(
+      `task.${kind}: ${user.id} may create only ${kinds.join(' or ')} tasks`,
+    );
+  }
+  if (types.length > 0 && !types.includes(def.type)) {
+    throw new PermissionDeniedError(
+      `task.type: ${JSON.stringify(def.type)} is not among ${user.id}'s allowed task types (${types.join(', ')})`,
+    );
+  }
+  if (user.allowedPriorities.length > 0 && !user.allowedPriorities.includes(def.priority)) {
+    const name = (p: number) => (p === 1 ? 'high' : p === 3 ? 'low' : 'medium');
+    throw new PermissionDeniedError(
+      `task.priority: ${name(def.priority)} is not among ${user.id}'s allowed priorities (${user.allowedPriorities.map(name).join(', ')})`,
+    );
+  }
+}
+
 export function taskService(deps: TaskServiceDeps): TaskServiceServer {
   const { engine, executions, keyring, store } = deps;
   const toTask = (t: { value: TaskRecord; modRevision: number }) =>
     taskToProto(keyring, t.value, t.modRevision);
   const toExec = (e: { value: ExecutionRecord }) => executionToProto(keyring, e.value);
+  /** The task if the caller's scope includes it; NOT_FOUND otherwise (no existence leak). */
+  const visibleTask = async (principal: Principal, id: string) => {
+    const task = await engine.getTask(taskId(id));
+    if (!canSeeTask(principal.user, task.value.owner)) throw new NotFoundError('task', id);
+    return task;
+  };
+  const visibleExecution = async (principal: Principal, id: string) => {
+    const exec = await executions.getExecution(id);
+    if (!canSeeTask(principal.user, exec.value.owner)) throw new NotFoundError('execution', id);
+    return exec;
+  };
 
   return {
-    createTask: unary(deps, 'CreateTask', async (req, { principal }) => {
+    createTask: unary(deps, 'TaskService/CreateTask', async (req, { principal }) => {
       const def = validateNewTask(req.task, Date.now());
+      checkTaskLimits(principal.user, def);
       const idempotencyKey = validateIdempotencyKey(req.task!.idempotencyKey);
       // Output-only fields do not make two requests different.
       const hash = requestHash(
@@ -130,15 +178,21 @@ export function taskService(deps: TaskServiceDeps): TaskServiceServer {
           etag: '',
         }),
       );
-      const { task, created } = await engine.createTask(principal, def, idempotencyKey, hash);
+      const { task, created } = await engine.createTask(
+        principal,
+        def,
+        idempotencyKey,
+        hash,
+        principal.user.role === 'admin' ? 0 : principal.user.maxTasks,
+      );
       return { task: toTask(task), created };
     }),
 
-    getTask: unary(deps, 'GetTask', async (req) => ({
-      task: toTask(await engine.getTask(taskId(req.id))),
+    getTask: unary(deps, 'TaskService/GetTask', async (req, { principal }) => ({
+      task: toTask(await visibleTask(principal, req.id)),
     })),
 
-    listTasks: unary(deps, 'ListTasks', async (req) => {
+    listTasks: unary(deps, 'TaskService/ListTasks', async (req, { principal }) => {
       const size = pageSize(req.pageSize);
       const start = decodeToken(req.pageToken, keys.taskPrefix);
       const labels = Object.entries(req.labels);
@@ -151,12 +205,13 @@ export function taskService(deps: TaskServiceDeps): TaskServiceServer {
           (req.type === '' || t.type === req.type) &&
           (req.enabled === undefined || t.enabled === req.enabled) &&
           (req.owner === '' || t.owner === req.owner) &&
+          canSeeTask(principal.user, t.owner) &&
           labels.every(([k, v]) => t.labels[k] === v),
       );
       return { tasks: items.map(toTask), nextPageToken: next };
     }),
 
-    updateTask: unary(deps, 'UpdateTask', async (req, { principal }) => {
+    updateTask: unary(deps, 'TaskService/UpdateTask', async (req, { principal }) => {
       if (!req.task) throw new InvalidArgumentError('task', 'is required');
       const id = taskId(req.task.id, 'task.id');
       let etag: number | undefined;
@@ -166,29 +221,36 @@ export function taskService(deps: TaskServiceDeps): TaskServiceServer {
           throw new InvalidArgumentError('etag', 'is not an etag from this server');
       }
       const paths = req.updateMask ?? [];
-      const updated = await engine.updateTask(principal, id, etag, (current) =>
-        applyUpdate(current, req.task!, paths, Date.now()),
-      );
+      await visibleTask(principal, id);
+      const updated = await engine.updateTask(principal, id, etag, (current) => {
+        const result = applyUpdate(current, req.task!, paths, Date.now());
+        checkTaskLimits(principal.user, result.definition);
+        return result;
+      });
       return { task: toTask(updated) };
     }),
 
-    deleteTask: unary(deps, 'DeleteTask', async (req, { principal }) => ({
-      cancelledExecutions: await engine.deleteTask(principal, taskId(req.id)),
-    })),
+    deleteTask: unary(deps, 'TaskService/DeleteTask', async (req, { principal }) => {
+      await visibleTask(principal, req.id);
+      return { cancelledExecutions: await engine.deleteTask(principal, req.id) };
+    }),
 
-    pauseTask: unary(deps, 'PauseTask', async (req, { principal }) => ({
-      task: toTask(await engine.setEnabled(principal, taskId(req.id), false)),
-    })),
+    pauseTask: unary(deps, 'TaskService/PauseTask', async (req, { principal }) => {
+      await visibleTask(principal, req.id);
+      return { task: toTask(await engine.setEnabled(principal, req.id, false)) };
+    }),
 
-    resumeTask: unary(deps, 'ResumeTask', async (req, { principal }) => ({
-      task: toTask(await engine.setEnabled(principal, taskId(req.id), true)),
-    })),
+    resumeTask: unary(deps, 'TaskService/ResumeTask', async (req, { principal }) => {
+      await visibleTask(principal, req.id);
+      return { task: toTask(await engine.setEnabled(principal, req.id, true)) };
+    }),
 
-    runTask: unary(deps, 'RunTask', async (req, { principal }) => ({
-      execution: toExec(await engine.runNow(principal, taskId(req.id))),
-    })),
+    runTask: unary(deps, 'TaskService/RunTask', async (req, { principal }) => {
+      await visibleTask(principal, req.id);
+      return { execution: toExec(await engine.runNow(principal, req.id)) };
+    }),
 
-    listExecutions: unary(deps, 'ListExecutions', async (req) => {
+    listExecutions: unary(deps, 'TaskService/ListExecutions', async (req, { principal }) => {
       const size = pageSize(req.pageSize);
       const prefix =
         req.taskId === ''
@@ -210,21 +272,22 @@ export function taskService(deps: TaskServiceDeps): TaskServiceServer {
         prefix,
         decodeToken(req.pageToken, prefix),
         size,
-        (e) => states.size === 0 || states.has(e.state),
+        (e) => (states.size === 0 || states.has(e.state)) && canSeeTask(principal.user, e.owner),
       );
       return { executions: items.map(toExec), nextPageToken: next };
     }),
 
-    getExecution: unary(deps, 'GetExecution', async (req) => ({
-      execution: toExec(await executions.getExecution(req.id)),
+    getExecution: unary(deps, 'TaskService/GetExecution', async (req, { principal }) => ({
+      execution: toExec(await visibleExecution(principal, req.id)),
     })),
 
-    cancelExecution: unary(deps, 'CancelExecution', async (req, { principal }) => ({
-      execution: toExec(await executions.cancelExecution(principal, req.id)),
-    })),
+    cancelExecution: unary(deps, 'TaskService/CancelExecution', async (req, { principal }) => {
+      await visibleExecution(principal, req.id);
+      return { execution: toExec(await executions.cancelExecution(principal, req.id)) };
+    }),
 
-    watchExecutions: serverStream(deps, 'WatchExecutions', (req, _ctx, call) =>
-      watchExecutions(deps, req, call),
+    watchExecutions: serverStream(deps, 'TaskService/WatchExecutions', (req, { principal }, call) =>
+      watchExecutions(deps, req, call, principal),
     ),
   };
 }
@@ -234,6 +297,7 @@ async function watchExecutions(
   deps: TaskServiceDeps,
   req: WatchExecutionsRequest,
   call: ServerWritableStream<WatchExecutionsRequest, WatchExecutionsResponse>,
+  principal: Principal,
 ): Promise<void> {
   const prefix =
     req.taskId === ''
@@ -287,15 +351,21 @@ async function watchExecutions(
       }
     });
     const send = (res: IWatchResponse) => {
-      const puts = res.events.filter((e) => e.type === 'Put' && e.kv);
-      puts.forEach((e, i) => {
-        const revision = Number(e.kv.mod_revision);
-        const record = JSON.parse(e.kv.value.toString()) as ExecutionRecord;
+      // Only changes inside the caller's task scope are sent; the last one sent of each
+      // revision carries revision_complete.
+      const puts = res.events
+        .filter((e) => e.type === 'Put' && e.kv)
+        .map((e) => ({
+          record: JSON.parse(e.kv.value.toString()) as ExecutionRecord,
+          revision: Number(e.kv.mod_revision),
+        }))
+        .filter(({ record }) => canSeeTask(principal.user, record.owner));
+      puts.forEach(({ record, revision }, i) => {
         const next = puts[i + 1];
         const flushed = call.write({
           execution: executionToProto(deps.keyring, record),
           revision,
-          revisionComplete: next === undefined || Number(next.kv.mod_revision) !== revision,
+          revisionComplete: next === undefined || next.revision !== revision,
         });
         if (!flushed && call.writableLength > MAX_BUFFERED_EVENTS) {
           finish(

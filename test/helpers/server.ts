@@ -66,8 +66,10 @@ export async function startTestServer(
   });
   const logger = createLogger({ name: 'test-server', level: options.logLevel, destination: 2 });
   const server = await CitadelServer.start(options, logger);
+  // A replica joining an existing cluster has no admin key of its own.
   const adminKey =
-    server.adminKey ?? (await fs.readFile(path.join(dataDir, 'admin.key'), 'utf8')).trim();
+    server.adminKey ??
+    (await fs.readFile(path.join(dataDir, 'admin.key'), 'utf8').catch(() => '')).trim();
   const client = new TaskServiceClient(
     `localhost:${server.port}`,
     options.insecure
