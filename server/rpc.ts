@@ -31,7 +31,7 @@ import {
   UnauthenticatedError,
   UnavailableError,
 } from '../common/errors.js';
-import type { ApiKeyTable, KeyUsage } from './api-keys.js';
+import { hashApiKey, type ApiKeyTable, type KeyUsage } from './api-keys.js';
 import { authorize, type RpcName } from './authorization.js';
 import { AuthThrottledError, type AuthFailureGuard } from './auth-failures.js';
 import type { Metrics } from './metrics.js';
@@ -46,6 +46,8 @@ export interface Principal extends Actor {
   /** How the caller proved who they are. */
   method: 'api_key';
   credentialId: string;
+  /** SHA-256 of the presented key, to re-check it while a stream stays open. */
+  credentialHash: string;
 }
 
 export interface RpcContext {
@@ -139,8 +141,17 @@ export function authenticate(deps: RpcDeps, metadata: Metadata, peer: string): P
     role: user.role,
     method: 'api_key',
     credentialId: record.id,
+    credentialHash: hashApiKey(match[1]!),
     ipAddress,
   };
+}
+
+/** Whether the credential of a call is still good: its key exists and its user is enabled. */
+export function stillAuthenticated(deps: RpcDeps, principal: Principal): boolean {
+  return (
+    deps.apiKeys.get(principal.credentialHash) !== undefined &&
+    deps.users.get(principal.userId)?.enabled === true
+  );
 }
 
 /** Checks the role's permission for `rpc`; a refusal is audited before it is thrown. */

@@ -9,6 +9,7 @@ import {
   OutOfRangeError,
   PermissionDeniedError,
   QuotaExceededError,
+  UnauthenticatedError,
 } from '../common/errors.js';
 import { TASK_ID_PATTERN } from '../common/ids.js';
 import { Task } from '../gen/citadel/v1/task.js';
@@ -28,7 +29,7 @@ import {
   type TaskRecord,
 } from './records.js';
 import { canSeeTask } from './authorization.js';
-import { serverStream, unary, type Principal, type RpcDeps } from './rpc.js';
+import { serverStream, stillAuthenticated, unary, type Principal, type RpcDeps } from './rpc.js';
 import type { Store, Versioned } from './store.js';
 import type { ExecutionEngine } from './execution-engine.js';
 import type { TaskEngine } from './task-engine.js';
@@ -329,12 +330,23 @@ async function watchExecutions(
   await new Promise<void>((resolve, reject) => {
     const finish = (err?: Error) => {
       deps.shutdown.removeEventListener('abort', close);
+      deps.users.off('change', recheck);
+      deps.apiKeys.off('change', recheck);
       watcher.removeAllListeners();
       void watcher.cancel().catch(() => undefined);
       if (err) reject(err);
       else resolve();
     };
     const close = () => finish();
+    // A revoked key or a disabled user ends the stream at once, not at its next call.
+    const recheck = () => {
+      if (!stillAuthenticated(deps, principal)) {
+        finish(new UnauthenticatedError('the API key was revoked or its user disabled'));
+      }
+    };
+    deps.users.on('change', recheck);
+    deps.apiKeys.on('change', recheck);
+    recheck(); // a change between authentication and here is not missed
     call.on('cancelled', close);
     call.on('close', close);
     if (deps.shutdown.aborted) close();

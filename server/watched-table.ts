@@ -4,11 +4,13 @@
  * reconnect) the copy is reloaded, so a change such as a revocation is never missed. Used for
  * small, hot tables read on every call: API keys and users.
  */
+import { EventEmitter } from 'node:events';
 import type { Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Store } from './store.js';
 
-export class WatchedTable<T> {
+/** Emits `change` (with the row id) after every put or delete it applies. */
+export class WatchedTable<T> extends EventEmitter {
   private rows = new Map<string, T>();
   private watcher: Watcher | undefined;
   private running = false;
@@ -17,7 +19,10 @@ export class WatchedTable<T> {
     private readonly store: Store,
     private readonly prefix: string,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    super();
+    this.setMaxListeners(0); // one listener per open stream
+  }
 
   async start(): Promise<void> {
     this.running = true;
@@ -46,9 +51,16 @@ export class WatchedTable<T> {
     const watcher = await this.store.watch(this.prefix, page.revision + 1);
     // Swap in one step, so a removed row is never briefly back.
     this.rows = fresh;
+    this.emit('change', undefined);
     const id = (key: Buffer) => this.store.relative(key).slice(this.prefix.length);
-    watcher.on('put', (kv) => this.rows.set(id(kv.key), JSON.parse(kv.value.toString()) as T));
-    watcher.on('delete', (kv) => this.rows.delete(id(kv.key)));
+    watcher.on('put', (kv) => {
+      this.rows.set(id(kv.key), JSON.parse(kv.value.toString()) as T);
+      this.emit('change', id(kv.key));
+    });
+    watcher.on('delete', (kv) => {
+      this.rows.delete(id(kv.key));
+      this.emit('change', id(kv.key));
+    });
     watcher.once('error', (err) => {
       this.logger.warn({ err, prefix: this.prefix }, 'watch cancelled; reloading the table');
       void watcher.cancel().catch(() => undefined);

@@ -404,7 +404,13 @@ describe('keys and users', () => {
       await eventually(async () => (await onReplica()) === status.OK, {
         message: 'the replica knows dave',
       });
+      // An open stream of dave's on the replica is cut when dave is disabled.
+      const stream = replica.client.watchExecutions({ taskId: '', afterRevision: 0 }, bearer(dave));
+      stream.on('data', () => undefined);
+      const cut = new Promise<ServiceError>((resolve) => stream.on('error', resolve));
       await call(admin, 'disableUser', { id: 'dave', reason: 'left the company' }, ts.adminKey);
+      const err = await cut;
+      assert.equal(err.code, status.UNAUTHENTICATED);
       await eventually(async () => (await onReplica()) === status.UNAUTHENTICATED, {
         timeoutMs: 1000,
         message: 'refused within a second',
