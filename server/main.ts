@@ -33,6 +33,13 @@ const CONFIG_KEYS = new Set([
   'shutdownGrace',
   'authFailureLimit',
   'authFailureWindow',
+  'jwtJwksFile',
+  'jwtJwksUrl',
+  'jwtIssuer',
+  'jwtAudience',
+  'jwtRoleClaim',
+  'jwtLeewaySeconds',
+  'jwtAutoProvision',
 ]);
 
 const duration = (field: string) => (v: string) => {
@@ -95,6 +102,13 @@ function readConfigFile(file: string): ServerOptionsInput {
   const sg = str('shutdownGrace');
   if (sg !== undefined) out.shutdownGraceMs = parseDuration(sg, `${file}: shutdownGrace`);
   if (raw.authFailureLimit !== undefined) out.authFailureLimit = Number(raw.authFailureLimit);
+  out.jwtJwksFile = str('jwtJwksFile');
+  out.jwtJwksUrl = str('jwtJwksUrl');
+  out.jwtIssuer = str('jwtIssuer');
+  out.jwtAudience = str('jwtAudience');
+  out.jwtRoleClaim = str('jwtRoleClaim');
+  if (raw.jwtLeewaySeconds !== undefined) out.jwtLeewaySeconds = Number(raw.jwtLeewaySeconds);
+  if (raw.jwtAutoProvision !== undefined) out.jwtAutoProvision = raw.jwtAutoProvision === true;
   const afw = str('authFailureWindow');
   if (afw !== undefined) out.authFailureWindowMs = parseDuration(afw, `${file}: authFailureWindow`);
   return Object.fromEntries(Object.entries(out).filter(([, v]) => v !== undefined));
@@ -120,6 +134,13 @@ interface Flags {
   shutdownGrace?: number;
   authFailureLimit?: number;
   authFailureWindow?: number;
+  jwtJwksFile?: string;
+  jwtJwksUrl?: string;
+  jwtIssuer?: string;
+  jwtAudience?: string;
+  jwtRoleClaim?: string;
+  jwtLeeway?: number;
+  jwtAutoProvision?: boolean;
 }
 
 async function main(): Promise<void> {
@@ -189,7 +210,16 @@ async function main(): Promise<void> {
       '--auth-failure-window <duration>',
       'window of that limit (default 1m)',
       duration('--auth-failure-window'),
-    );
+    )
+    .option('--jwt-jwks-file <file>', 'accept OAuth 2.0 JWTs signed by keys in this JWKS file')
+    .option('--jwt-jwks-url <url>', 'accept OAuth 2.0 JWTs signed by keys from this https JWKS URL')
+    .option('--jwt-issuer <iss>', 'required token issuer')
+    .option('--jwt-audience <aud>', 'required token audience')
+    .option('--jwt-role-claim <name>', 'claim holding the role (default "citadel_role")')
+    .option('--jwt-leeway <seconds>', 'clock skew allowed on exp/nbf (default 30)', (v) =>
+      Number(v),
+    )
+    .option('--jwt-auto-provision', 'create unknown token subjects as viewers');
   program.parse();
   const flags = program.opts<Flags>();
 
@@ -214,6 +244,13 @@ async function main(): Promise<void> {
       shutdownGraceMs: flags.shutdownGrace,
       authFailureLimit: flags.authFailureLimit,
       authFailureWindowMs: flags.authFailureWindow,
+      jwtJwksFile: flags.jwtJwksFile,
+      jwtJwksUrl: flags.jwtJwksUrl,
+      jwtIssuer: flags.jwtIssuer,
+      jwtAudience: flags.jwtAudience,
+      jwtRoleClaim: flags.jwtRoleClaim,
+      jwtLeewaySeconds: flags.jwtLeeway,
+      jwtAutoProvision: flags.jwtAutoProvision,
     }).filter(([, v]) => v !== undefined),
   );
   const options = compileServerOptions({

@@ -31,24 +31,15 @@ import {
   UnauthenticatedError,
   UnavailableError,
 } from '../common/errors.js';
-import { hashApiKey, type ApiKeyTable, type KeyUsage } from './api-keys.js';
+import type { ApiKeyTable } from './api-keys.js';
+import type { Authenticator, Principal } from './authentication.js';
 import { authorize, type RpcName } from './authorization.js';
-import { AuthThrottledError, type AuthFailureGuard } from './auth-failures.js';
+import { AuthThrottledError } from './auth-failures.js';
 import type { Metrics } from './metrics.js';
-import { Tx, type Actor, type Store } from './store.js';
-import type { UserRecord, UserTable } from './users.js';
+import { Tx, type Store } from './store.js';
+import type { UserTable } from './users.js';
 
-/** The authenticated caller of an RPC. */
-export interface Principal extends Actor {
-  /** The caller's user record, as of this call. */
-  user: UserRecord;
-  role: string;
-  /** How the caller proved who they are. */
-  method: 'api_key';
-  credentialId: string;
-  /** SHA-256 of the presented key, to re-check it while a stream stays open. */
-  credentialHash: string;
-}
+export type { Principal };
 
 export interface RpcContext {
   principal: Principal;
@@ -95,63 +86,12 @@ export function toStatus(err: unknown, logger: Logger, method: string): Partial<
 }
 
 export interface RpcDeps {
+  authenticator: Authenticator;
   apiKeys: ApiKeyTable;
   users: UserTable;
-  keyUsage: KeyUsage;
   store: Store;
-  authFailures: AuthFailureGuard;
   logger: Logger;
   metrics: Metrics;
-}
-
-/**
- * Resolves the caller from `authorization: Bearer ...`. A failure is recorded (audited, and
- * counted towards throttling) before it is thrown.
- * @throws UnauthenticatedError, or AuthThrottledError once the peer or credential is throttled.
- */
-export function authenticate(deps: RpcDeps, metadata: Metadata, peer: string): Principal {
-  const ipAddress = peerAddress(peer);
-  const refuse = (reason: string, message: string, credential?: string): never => {
-    deps.authFailures.fail({ peer: ipAddress, method: 'api_key', reason, credential });
-    throw new UnauthenticatedError(message);
-  };
-  const values = metadata.get('authorization');
-  if (values.length !== 1 || typeof values[0] !== 'string') {
-    return refuse(
-      'missing_credentials',
-      'missing credentials: send "authorization: Bearer <API key>" metadata',
-    );
-  }
-  const match = /^Bearer\s+(\S+)$/i.exec(values[0]);
-  if (!match) {
-    return refuse('malformed_credentials', 'authorization metadata must be "Bearer <API key>"');
-  }
-  const record = deps.apiKeys.lookup(match[1]!);
-  if (!record) {
-    return refuse('unknown_credential', 'invalid, revoked or expired API key', match[1]);
-  }
-  const user = deps.users.get(record.userId);
-  if (!user?.enabled) {
-    return refuse('user_disabled', 'the user of this API key is disabled', match[1]);
-  }
-  deps.keyUsage.touch(record.id);
-  return {
-    userId: user.id,
-    user,
-    role: user.role,
-    method: 'api_key',
-    credentialId: record.id,
-    credentialHash: hashApiKey(match[1]!),
-    ipAddress,
-  };
-}
-
-/** Whether the credential of a call is still good: its key exists and its user is enabled. */
-export function stillAuthenticated(deps: RpcDeps, principal: Principal): boolean {
-  return (
-    deps.apiKeys.get(principal.credentialHash) !== undefined &&
-    deps.users.get(principal.userId)?.enabled === true
-  );
 }
 
 /** Checks the role's permission for `rpc`; a refusal is audited before it is thrown. */
@@ -174,12 +114,6 @@ function authorizeCall(deps: RpcDeps, principal: Principal, rpc: RpcName): void 
   }
 }
 
-/** `ipv4:1.2.3.4:5678` or `ipv6:[::1]:5678` -> the address alone. */
-function peerAddress(peer: string): string {
-  const m = /^(?:ipv4:|ipv6:)?\[?([^\]]+?)\]?:\d+$/.exec(peer);
-  return m ? m[1]! : peer;
-}
-
 /** Wraps a unary handler with authentication, metrics and error translation. */
 export function unary<Req, Res>(
   deps: RpcDeps,
@@ -188,25 +122,29 @@ export function unary<Req, Res>(
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const end = deps.metrics.rpcSeconds.startTimer({ method });
-    let principal: Principal;
     const done = (err: Partial<StatusObject> | null, res?: Res) => {
       end();
       deps.metrics.rpcTotal.inc({ method, code: status[err?.code ?? status.OK] });
       if (err) callback(err);
       else callback(null, res);
     };
-    try {
-      principal = authenticate(deps, call.metadata, call.getPeer());
-      authorizeCall(deps, principal, method);
-    } catch (err) {
-      deps.logger.info({ method, peer: call.getPeer() }, 'call refused');
-      done(toStatus(err, deps.logger, method));
-      return;
-    }
-    handler(call.request, { principal }, call).then(
-      (res) => done(null, res),
-      (err: unknown) => done(toStatus(err, deps.logger, method)),
-    );
+    deps.authenticator
+      .authenticate(call.metadata, call.getPeer())
+      .then((principal) => {
+        authorizeCall(deps, principal, method);
+        return principal;
+      })
+      .then(
+        (principal) =>
+          handler(call.request, { principal }, call).then(
+            (res) => done(null, res),
+            (err: unknown) => done(toStatus(err, deps.logger, method)),
+          ),
+        (err: unknown) => {
+          deps.logger.info({ method, peer: call.getPeer() }, 'call refused');
+          done(toStatus(err, deps.logger, method));
+        },
+      );
   };
 }
 
@@ -222,17 +160,19 @@ export function serverStream<Req, Res>(
       deps.metrics.rpcTotal.inc({ method, code: status[s.code ?? status.INTERNAL] });
       call.emit('error', s);
     };
-    let principal: Principal;
-    try {
-      principal = authenticate(deps, call.metadata, call.getPeer());
-      authorizeCall(deps, principal, method);
-    } catch (err) {
-      finish(err);
-      return;
-    }
-    handler(call.request, { principal }, call).then(() => {
-      deps.metrics.rpcTotal.inc({ method, code: 'OK' });
-      call.end();
-    }, finish);
+    deps.authenticator
+      .authenticate(call.metadata, call.getPeer())
+      .then((principal) => {
+        authorizeCall(deps, principal, method);
+        return principal;
+      })
+      .then(
+        (principal) =>
+          handler(call.request, { principal }, call).then(() => {
+            deps.metrics.rpcTotal.inc({ method, code: 'OK' });
+            call.end();
+          }, finish),
+        finish,
+      );
   };
 }

@@ -44,6 +44,20 @@ export interface ServerOptions {
   authFailureLimit: number;
   /** That window. @default 60000 */
   authFailureWindowMs: number;
+  /** OAuth 2.0 JWTs: a JWKS file. Setting it (or the URL) switches JWTs on. */
+  jwtJwksFile?: string;
+  /** OAuth 2.0 JWTs: a JWKS https URL. */
+  jwtJwksUrl?: string;
+  /** Required `iss` of tokens. */
+  jwtIssuer?: string;
+  /** Required `aud` of tokens. */
+  jwtAudience?: string;
+  /** Claim naming the caller's role. @default "citadel_role" */
+  jwtRoleClaim: string;
+  /** Clock skew tolerated on exp / nbf, seconds. @default 30 */
+  jwtLeewaySeconds: number;
+  /** Create unknown token subjects as viewers. @default false */
+  jwtAutoProvision: boolean;
 }
 
 export type ServerOptionsInput = Partial<ServerOptions>;
@@ -90,6 +104,13 @@ export function compileServerOptions(input: ServerOptionsInput): Readonly<Server
     shutdownGraceMs: input.shutdownGraceMs ?? 10_000,
     authFailureLimit: input.authFailureLimit ?? 20,
     authFailureWindowMs: input.authFailureWindowMs ?? 60_000,
+    jwtJwksFile: input.jwtJwksFile,
+    jwtJwksUrl: input.jwtJwksUrl,
+    jwtIssuer: input.jwtIssuer,
+    jwtAudience: input.jwtAudience,
+    jwtRoleClaim: input.jwtRoleClaim ?? 'citadel_role',
+    jwtLeewaySeconds: input.jwtLeewaySeconds ?? 30,
+    jwtAutoProvision: input.jwtAutoProvision ?? false,
   };
   if (o.dataDir === '') throw new ConfigError('--data-dir', 'must not be empty');
   parseHostPort(o.listen, '--listen');
@@ -109,6 +130,22 @@ export function compileServerOptions(input: ServerOptionsInput): Readonly<Server
   intInRange(o.shutdownGraceMs, '--shutdown-grace', 0, 600_000);
   intInRange(o.authFailureLimit, '--auth-failure-limit', 1, 1_000_000);
   intInRange(o.authFailureWindowMs, '--auth-failure-window', 1000, 86_400_000);
+  if (o.jwtJwksFile !== undefined || o.jwtJwksUrl !== undefined) {
+    if (o.jwtJwksFile !== undefined && o.jwtJwksUrl !== undefined) {
+      throw new ConfigError('--jwt-jwks-file', 'give --jwt-jwks-file or --jwt-jwks-url, not both');
+    }
+    if (!o.jwtIssuer) throw new ConfigError('--jwt-issuer', 'is required with a JWKS');
+    if (!o.jwtAudience) throw new ConfigError('--jwt-audience', 'is required with a JWKS');
+    if (o.jwtJwksUrl !== undefined && !o.jwtJwksUrl.startsWith('https://')) {
+      throw new ConfigError('--jwt-jwks-url', 'must be an https:// URL');
+    }
+  } else if (o.jwtIssuer !== undefined || o.jwtAudience !== undefined || o.jwtAutoProvision) {
+    throw new ConfigError('--jwt-jwks-file', 'JWT settings need --jwt-jwks-file or --jwt-jwks-url');
+  }
+  intInRange(o.jwtLeewaySeconds, '--jwt-leeway', 0, 300);
+  if (!/^[A-Za-z0-9_:./-]{1,100}$/.test(o.jwtRoleClaim)) {
+    throw new ConfigError('--jwt-role-claim', 'must be a claim name');
+  }
   if (!LOG_LEVELS.includes(o.logLevel)) {
     throw new ConfigError('--log-level', `must be one of ${LOG_LEVELS.join(', ')}`);
   }

@@ -23,6 +23,8 @@ import { TaskServiceService } from '../gen/citadel/v1/task_service.js';
 import { adminService } from './admin-service.js';
 import { ApiKeyTable, KeyUsage } from './api-keys.js';
 import { AuthFailureGuard } from './auth-failures.js';
+import { Authenticator } from './authentication.js';
+import { JwtVerifier } from './jwt-verifier.js';
 import { bootstrapCluster, writePrivateFile, type ClusterMaterial } from './bootstrap.js';
 import { startEmbeddedEtcd, type EmbeddedEtcd } from './embedded-etcd.js';
 import { LeaderElection } from './leader-election.js';
@@ -218,15 +220,34 @@ export class CitadelServer {
 
     const grpc = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
     const shutdown = new AbortController();
-    const authFailures = new AuthFailureGuard(store, logger, {
-      maxFailures: options.authFailureLimit,
-      windowMs: options.authFailureWindowMs,
-    });
-    const deps = {
+    const jwt =
+      options.jwtJwksFile !== undefined || options.jwtJwksUrl !== undefined
+        ? await JwtVerifier.create({
+            jwksFile: options.jwtJwksFile,
+            jwksUrl: options.jwtJwksUrl,
+            issuer: options.jwtIssuer!,
+            audience: options.jwtAudience!,
+            roleClaim: options.jwtRoleClaim,
+            leewaySeconds: options.jwtLeewaySeconds,
+          })
+        : undefined;
+    const authenticator = new Authenticator({
       apiKeys,
       users,
       keyUsage: new KeyUsage(store, logger),
-      authFailures,
+      failures: new AuthFailureGuard(store, logger, {
+        maxFailures: options.authFailureLimit,
+        windowMs: options.authFailureWindowMs,
+      }),
+      store,
+      logger,
+      jwt,
+      autoProvision: options.jwtAutoProvision,
+    });
+    const deps = {
+      authenticator,
+      apiKeys,
+      users,
       logger,
       metrics,
       store,

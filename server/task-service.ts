@@ -29,7 +29,7 @@ import {
   type TaskRecord,
 } from './records.js';
 import { canSeeTask } from './authorization.js';
-import { serverStream, stillAuthenticated, unary, type Principal, type RpcDeps } from './rpc.js';
+import { serverStream, unary, type Principal, type RpcDeps } from './rpc.js';
 import type { Store, Versioned } from './store.js';
 import type { ExecutionEngine } from './execution-engine.js';
 import type { TaskEngine } from './task-engine.js';
@@ -340,7 +340,7 @@ async function watchExecutions(
     const close = () => finish();
     // A revoked key or a disabled user ends the stream at once, not at its next call.
     const recheck = () => {
-      if (!stillAuthenticated(deps, principal)) {
+      if (!deps.authenticator.stillAuthenticated(principal)) {
         finish(new UnauthenticatedError('the API key was revoked or its user disabled'));
       }
     };

@@ -1,0 +1,212 @@
+/**
+ * Authentication: turns `authorization: Bearer ...` into a principal, or refuses. A bearer that
+ * starts with `sk_live_` is an API key (looked up by hash); any other is an OAuth 2.0 JWT when
+ * a JWKS is configured. `sub` names the user; the token's role claim, when present, is the
+ * role for the call. Every refusal is recorded by the AuthFailureGuard (audited, throttled).
+ */
+import type { Metadata } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { UnauthenticatedError } from '../common/errors.js';
+import { API_KEY_PREFIX, hashApiKey, type ApiKeyTable, type KeyUsage } from './api-keys.js';
+import type { AuthFailureGuard } from './auth-failures.js';
+import type { JwtVerifier } from './jwt-verifier.js';
+import { keys } from './keys.js';
+import { Tx, type Actor, type Store } from './store.js';
+import type { RoleName, UserRecord, UserTable } from './users.js';
+
+/** The authenticated caller of an RPC. */
+export interface Principal extends Actor {
+  /** The caller's user record, as of this call (with the token's role, for a JWT). */
+  user: UserRecord;
+  role: RoleName;
+  /** How the caller proved who they are. */
+  method: 'api_key' | 'jwt';
+  /** API key id, or the token's `jti` (or "-"). */
+  credentialId: string;
+  /** SHA-256 of the presented API key, to re-check it while a stream stays open. */
+  credentialHash?: string;
+}
+
+const ROLES: readonly RoleName[] = ['admin', 'scheduler', 'executor', 'viewer'];
+
+export interface AuthenticatorDeps {
+  apiKeys: ApiKeyTable;
+  users: UserTable;
+  keyUsage: KeyUsage;
+  failures: AuthFailureGuard;
+  store: Store;
+  logger: Logger;
+  /** Set when OAuth 2.0 JWTs are accepted. */
+  jwt?: JwtVerifier;
+  /** Create unknown JWT subjects as viewers instead of refusing them. */
+  autoProvision: boolean;
+}
+
+export class Authenticator {
+  constructor(private readonly deps: AuthenticatorDeps) {}
+
+  /**
+   * @throws UnauthenticatedError, or AuthThrottledError once the peer or credential is throttled.
+   */
+  async authenticate(metadata: Metadata, peer: string): Promise<Principal> {
+    const ipAddress = peerAddress(peer);
+    const values = metadata.get('authorization');
+    if (values.length !== 1 || typeof values[0] !== 'string') {
+      this.refuse(
+        ipAddress,
+        'none',
+        'missing_credentials',
+        'missing credentials: send "authorization: Bearer <API key or token>" metadata',
+      );
+    }
+    const match = /^Bearer\s+(\S+)$/i.exec(values[0]);
+    if (!match) {
+      this.refuse(
+        ipAddress,
+        'none',
+        'malformed_credentials',
+        'authorization metadata must be "Bearer <API key or token>"',
+      );
+    }
+    const bearer = match[1]!;
+    if (bearer.startsWith(API_KEY_PREFIX) || !this.deps.jwt) return this.apiKey(bearer, ipAddress);
+    return this.token(bearer, ipAddress);
+  }
+
+  /** Whether a principal's credential still holds: its key exists and its user is enabled. */
+  stillAuthenticated(principal: Principal): boolean {
+    if (
+      principal.credentialHash !== undefined &&
+      !this.deps.apiKeys.get(principal.credentialHash)
+    ) {
+      return false;
+    }
+    return this.deps.users.get(principal.userId)?.enabled === true;
+  }
+
+  private apiKey(key: string, ipAddress: string): Principal {
+    const record = this.deps.apiKeys.lookup(key);
+    if (!record)
+      this.refuse(
+        ipAddress,
+        'api_key',
+        'unknown_credential',
+        'invalid, revoked or expired API key',
+        key,
+      );
+    const user = this.deps.users.get(record.userId);
+    if (!user?.enabled)
+      this.refuse(
+        ipAddress,
+        'api_key',
+        'user_disabled',
+        'the user of this API key is disabled',
+        key,
+      );
+    this.deps.keyUsage.touch(record.id);
+    return {
+      userId: user.id,
+      user,
+      role: user.role,
+      method: 'api_key',
+      credentialId: record.id,
+      credentialHash: hashApiKey(key),
+      ipAddress,
+    };
+  }
+
+  private async token(token: string, ipAddress: string): Promise<Principal> {
+    let verified;
+    try {
+      verified = await this.deps.jwt!.verify(token);
+    } catch (err) {
+      this.refuse(ipAddress, 'jwt', 'invalid_token', (err as Error).message, token);
+    }
+    let role: RoleName | undefined;
+    if (verified.role !== undefined) {
+      if (!ROLES.includes(verified.role as RoleName)) {
+        this.refuse(
+          ipAddress,
+          'jwt',
+          'unknown_role',
+          `invalid token: role claim ${JSON.stringify(verified.role)} is not a role`,
+          token,
+        );
+      }
+      role = verified.role as RoleName;
+    }
+    let user = this.deps.users.get(verified.subject);
+    if (!user && this.deps.autoProvision) user = await this.provision(verified.subject);
+    if (!user)
+      this.refuse(
+        ipAddress,
+        'jwt',
+        'unknown_user',
+        `no user ${JSON.stringify(verified.subject)}: ask an admin to create it`,
+        token,
+      );
+    if (!user.enabled)
+      this.refuse(ipAddress, 'jwt', 'user_disabled', 'the user of this token is disabled', token);
+    const effective = role ?? user.role;
+    return {
+      userId: user.id,
+      user: { ...user, role: effective },
+      role: effective,
+      method: 'jwt',
+      credentialId: typeof verified.claims.jti === 'string' ? verified.claims.jti : '-',
+      ipAddress,
+    };
+  }
+
+  /** Creates a viewer for an unknown, verified subject (auto-provisioning), audited. */
+  private async provision(subject: string): Promise<UserRecord | undefined> {
+    if (!/^[a-z0-9][a-z0-9._@-]{0,62}$/.test(subject)) return undefined;
+    const now = Date.now();
+    const user: UserRecord = {
+      id: subject,
+      role: 'viewer',
+      allowedTaskTypes: [],
+      allowedPriorities: [],
+      maxTasks: 0,
+      maxConcurrentExecutions: 0,
+      taskScope: 'own',
+      enabled: true,
+      createdAt: now,
+      updatedAt: now,
+    };
+    const tx = new Tx()
+      .expect(keys.user(subject), 0)
+      .putJson(keys.user(subject), user)
+      .record({
+        eventType: 'configuration_change',
+        action: 'provision_user',
+        result: 'success',
+        userId: 'system:jwt',
+        details: { user: subject, role: 'viewer' },
+      });
+    try {
+      await this.deps.store.commit(tx);
+      return user;
+    } catch {
+      // Provisioned concurrently (or the store failed): use what is there, if anything.
+      return (await this.deps.store.getJson<UserRecord>(keys.user(subject)))?.value;
+    }
+  }
+
+  private refuse(
+    ipAddress: string,
+    method: string,
+    reason: string,
+    message: string,
+    credential?: string,
+  ): never {
+    this.deps.failures.fail({ peer: ipAddress, method, reason, credential });
+    throw new UnauthenticatedError(message);
+  }
+}
+
+/** `ipv4:1.2.3.4:5678` or `ipv6:[::1]:5678` -> the address alone. */
+function peerAddress(peer: string): string {
+  const m = /^(?:ipv4:|ipv6:)?\[?([^\]]+?)\]?:\d+$/.exec(peer);
+  return m ? m[1]! : peer;
+}
