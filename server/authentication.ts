@@ -12,7 +12,14 @@ import type { AuthFailureGuard } from './auth-failures.js';
 import type { JwtVerifier } from './jwt-verifier.js';
 import { keys } from './keys.js';
 import { Tx, type Actor, type Store } from './store.js';
-import type { RoleName, UserRecord, UserTable } from './users.js';
+import { ROLE_PERMISSIONS } from './authorization.js';
+import {
+  BOOTSTRAP_ADMIN,
+  USER_ID_PATTERN,
+  type RoleName,
+  type UserRecord,
+  type UserTable,
+} from './users.js';
 
 /** The authenticated caller of an RPC. */
 export interface Principal extends Actor {
@@ -25,6 +32,10 @@ export interface Principal extends Actor {
   credentialId: string;
   /** SHA-256 of the presented API key, to re-check it while a stream stays open. */
   credentialHash?: string;
+  /** The stored user record as authenticated; a stream ends if it changes role or scope. */
+  stored: UserRecord;
+  /** When the credential stops being valid (ms), if it expires. */
+  expiresAt?: number;
 }
 
 const ROLES: readonly RoleName[] = ['admin', 'scheduler', 'executor', 'viewer'];
@@ -73,15 +84,24 @@ export class Authenticator {
     return this.token(bearer, ipAddress);
   }
 
-  /** Whether a principal's credential still holds: its key exists and its user is enabled. */
-  stillAuthenticated(principal: Principal): boolean {
+  /**
+   * Whether a principal still holds as authenticated: the credential exists and has not
+   * expired, and the user is enabled with the same role and scope (open streams end otherwise).
+   */
+  stillAuthenticated(principal: Principal, now = Date.now()): boolean {
     if (
       principal.credentialHash !== undefined &&
       !this.deps.apiKeys.get(principal.credentialHash)
     ) {
       return false;
     }
-    return this.deps.users.get(principal.userId)?.enabled === true;
+    if (principal.expiresAt !== undefined && now >= principal.expiresAt) return false;
+    const user = this.deps.users.get(principal.userId);
+    return (
+      user?.enabled === true &&
+      user.role === principal.stored.role &&
+      user.taskScope === principal.stored.taskScope
+    );
   }
 
   private apiKey(key: string, ipAddress: string): Principal {
@@ -107,10 +127,12 @@ export class Authenticator {
     return {
       userId: user.id,
       user,
+      stored: user,
       role: user.role,
       method: 'api_key',
       credentialId: record.id,
       credentialHash: hashApiKey(key),
+      expiresAt: record.expiresAt ?? undefined,
       ipAddress,
     };
   }
@@ -122,45 +144,69 @@ export class Authenticator {
     } catch (err) {
       this.refuse(ipAddress, 'jwt', 'invalid_token', (err as Error).message, token);
     }
-    let role: RoleName | undefined;
-    if (verified.role !== undefined) {
-      if (!ROLES.includes(verified.role as RoleName)) {
-        this.refuse(
-          ipAddress,
-          'jwt',
-          'unknown_role',
-          `invalid token: role claim ${JSON.stringify(verified.role)} is not a role`,
-          token,
-        );
-      }
-      role = verified.role as RoleName;
+    const subject = verified.subject;
+    // A token may name only an ordinary user id, and never the bootstrap admin: an identity
+    // provider's subject must not become a local super-user by coincidence of names.
+    if (
+      typeof subject !== 'string' ||
+      !USER_ID_PATTERN.test(subject) ||
+      subject === BOOTSTRAP_ADMIN
+    ) {
+      this.refuse(
+        ipAddress,
+        'jwt',
+        'bad_subject',
+        'invalid token: its subject cannot be a Citadel user',
+        token,
+      );
     }
-    let user = this.deps.users.get(verified.subject);
-    if (!user && this.deps.autoProvision) user = await this.provision(verified.subject);
-    if (!user)
+    let user = this.deps.users.get(subject);
+    if (!user && this.deps.autoProvision) user = await this.provision(subject);
+    if (user?.id !== subject) {
       this.refuse(
         ipAddress,
         'jwt',
         'unknown_user',
-        `no user ${JSON.stringify(verified.subject)}: ask an admin to create it`,
+        `no user ${JSON.stringify(subject)}: ask an admin to create it`,
         token,
       );
+    }
     if (!user.enabled)
       this.refuse(ipAddress, 'jwt', 'user_disabled', 'the user of this token is disabled', token);
-    const effective = role ?? user.role;
+    // The role claim can only narrow what the user's own role allows, never widen it.
+    let effective: RoleName = user.role;
+    if (verified.role !== undefined) {
+      const claimed = verified.role as RoleName;
+      const allowed = ROLE_PERMISSIONS[user.role];
+      if (
+        !ROLES.includes(claimed) ||
+        ![...ROLE_PERMISSIONS[claimed]].every((p) => allowed.has(p))
+      ) {
+        this.refuse(
+          ipAddress,
+          'jwt',
+          'role_claim_exceeds_user',
+          `invalid token: role claim ${JSON.stringify(verified.role)} exceeds the user's role ${user.role}`,
+          token,
+        );
+      }
+      effective = claimed;
+    }
+    const exp = verified.claims.exp;
     return {
       userId: user.id,
       user: { ...user, role: effective },
+      stored: user,
       role: effective,
       method: 'jwt',
       credentialId: typeof verified.claims.jti === 'string' ? verified.claims.jti : '-',
+      expiresAt: typeof exp === 'number' ? exp * 1000 : undefined,
       ipAddress,
     };
   }
 
   /** Creates a viewer for an unknown, verified subject (auto-provisioning), audited. */
   private async provision(subject: string): Promise<UserRecord | undefined> {
-    if (!/^[a-z0-9][a-z0-9._@-]{0,62}$/.test(subject)) return undefined;
     const now = Date.now();
     const user: UserRecord = {
       id: subject,
@@ -188,8 +234,9 @@ export class Authenticator {
       await this.deps.store.commit(tx);
       return user;
     } catch {
-      // Provisioned concurrently (or the store failed): use what is there, if anything.
-      return (await this.deps.store.getJson<UserRecord>(keys.user(subject)))?.value;
+      // Provisioned concurrently (or the store failed): use what is there, if it is this user.
+      const found = (await this.deps.store.getJson<UserRecord>(keys.user(subject)))?.value;
+      return found?.id === subject ? found : undefined;
     }
   }
 

@@ -94,7 +94,8 @@ export class JwtVerifier {
       });
       const role = payload[this.options.roleClaim];
       return {
-        subject: payload.sub!,
+        // Not narrowed here: the authenticator refuses anything but a plain user id.
+        subject: payload.sub as unknown as string,
         role: typeof role === 'string' ? role : undefined,
         claims: payload,
       };

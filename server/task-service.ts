@@ -332,6 +332,7 @@ async function watchExecutions(
       deps.shutdown.removeEventListener('abort', close);
       deps.users.off('change', recheck);
       deps.apiKeys.off('change', recheck);
+      clearTimeout(expiry);
       watcher.removeAllListeners();
       void watcher.cancel().catch(() => undefined);
       if (err) reject(err);
@@ -341,11 +342,20 @@ async function watchExecutions(
     // A revoked key or a disabled user ends the stream at once, not at its next call.
     const recheck = () => {
       if (!deps.authenticator.stillAuthenticated(principal)) {
-        finish(new UnauthenticatedError('the API key was revoked or its user disabled'));
+        finish(
+          new UnauthenticatedError(
+            'the credential expired or was revoked, or the user was disabled or changed; reconnect',
+          ),
+        );
       }
     };
     deps.users.on('change', recheck);
     deps.apiKeys.on('change', recheck);
+    // An expiring key or token ends the stream when it expires.
+    const expiry =
+      principal.expiresAt === undefined
+        ? undefined
+        : setTimeout(recheck, Math.min(Math.max(0, principal.expiresAt - Date.now()), 2 ** 31 - 1));
     recheck(); // a change between authentication and here is not missed
     call.on('cancelled', close);
     call.on('close', close);

@@ -32,7 +32,7 @@ export interface UserRecord {
 /** The id of the user the first start of a cluster creates. */
 export const BOOTSTRAP_ADMIN = 'admin';
 
-const USER_ID_PATTERN = /^[a-z0-9][a-z0-9._@-]{0,62}$/;
+export const USER_ID_PATTERN = /^[a-z0-9][a-z0-9._@-]{0,62}$/;
 
 const ROLE_FROM_PROTO = new Map<Role, RoleName>([
   [Role.ROLE_ADMIN, 'admin'],

@@ -421,6 +421,31 @@ describe('keys and users', () => {
       );
       await call(admin, 'enableUser', { id: 'dave' }, ts.adminKey);
       await eventually(async () => (await onReplica()) === status.OK);
+
+      // Narrowing dave's scope also cuts a stream opened with the wider one.
+      await call(
+        admin,
+        'updateUser',
+        UpdateUserRequest.fromPartial({
+          user: { id: 'dave', taskScope: TaskScope.TASK_SCOPE_ALL },
+          updateMask: ['task_scope'],
+        }),
+        ts.adminKey,
+      );
+      await eventually(async () => (await onReplica()) === status.OK);
+      const wide = replica.client.watchExecutions({ taskId: '', afterRevision: 0 }, bearer(dave));
+      wide.on('data', () => undefined);
+      const narrowed = new Promise<ServiceError>((resolve) => wide.on('error', resolve));
+      await call(
+        admin,
+        'updateUser',
+        UpdateUserRequest.fromPartial({
+          user: { id: 'dave', taskScope: TaskScope.TASK_SCOPE_OWN },
+          updateMask: ['task_scope'],
+        }),
+        ts.adminKey,
+      );
+      assert.equal((await narrowed).code, status.UNAUTHENTICATED);
     } finally {
       await replica.stop();
     }

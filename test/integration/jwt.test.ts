@@ -133,6 +133,17 @@ describe('OAuth 2.0 bearer JWTs', () => {
       'altered payload': `${h}.${b64({ ...(JSON.parse(Buffer.from(p, 'base64url').toString()) as object), sub: 'admin' })}.${sig}`,
       'valid token from a key not in the JWKS': await sign({}, k2.privateKey, 'k1'),
       'unknown role claim': await sign({ citadel_role: 'superuser' }),
+      "role claim above the user's role": await sign({ citadel_role: 'admin' }),
+      'subject naming the bootstrap admin': await sign({ sub: 'admin' }),
+      'subject that is not a string': await new SignJWT({ sub: ['erin'] } as unknown as Record<
+        string,
+        unknown
+      >)
+        .setProtectedHeader({ alg: 'RS256', kid: 'k1' })
+        .setIssuer(ISSUER)
+        .setAudience(AUDIENCE)
+        .setExpirationTime(now() + 300)
+        .sign(k1.privateKey),
       'unknown subject': await sign({ sub: 'mallory' }),
     };
     const before = await auditCount();
