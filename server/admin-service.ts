@@ -27,6 +27,7 @@ import {
 
 const ALL_USER_PATHS = UPDATABLE_USER_PATHS.filter((p) => p !== 'role');
 
+/** The audit record of an admin change: who, with which credential, and what. */
 function configChange(
   principal: Principal,
   action: string,
@@ -38,7 +39,7 @@ function configChange(
     result: 'success',
     userId: principal.userId,
     ipAddress: principal.ipAddress,
-    details,
+    details: { ...details, auth_method: principal.method, credential_id: principal.credentialId },
   };
 }
 
@@ -168,6 +169,8 @@ export function adminService(deps: RpcDeps): AdminServiceServer {
         (u) => ({ ...u, ...settings }),
         {
           fields: paths.join(','),
+          // The new values (none is secret), so a grant can be reconstructed from the audit.
+          values: JSON.stringify(settings),
         },
       );
       return { user: await toUser(user) };

@@ -55,13 +55,13 @@ export class AuthFailureGuard {
       attempt.credential === undefined
         ? undefined
         : createHash('sha256').update(attempt.credential).digest('hex').slice(0, 12);
-    const keys = [`peer:${attempt.peer}`, ...(credentialHash ? [`cred:${credentialHash}`] : [])];
-    let retryAfterMs = 0;
-    for (const key of keys) {
-      const w = this.bump(key, now);
-      if (w.failures > this.options.maxFailures) {
-        retryAfterMs = Math.max(retryAfterMs, w.start + this.options.windowMs - now);
-      }
+    const retryAfter = (w: Window) =>
+      w.failures > this.options.maxFailures ? w.start + this.options.windowMs - now : 0;
+    // A throttled peer stops here: it must not grow the table (and so push out its own
+    // counter) with a fresh credential per attempt.
+    let retryAfterMs = retryAfter(this.bump(`peer:${attempt.peer}`, now));
+    if (retryAfterMs === 0 && credentialHash) {
+      retryAfterMs = retryAfter(this.bump(`cred:${credentialHash}`, now));
     }
     if (retryAfterMs > 0) throw new AuthThrottledError(retryAfterMs);
     const tx = new Tx().record({

@@ -94,6 +94,9 @@ async function filteredPage<T>(
   matches: (value: T) => boolean,
 ): Promise<{ items: Versioned<T>[]; next: string }> {
   const items: Versioned<T>[] = [];
+  // Bounded work per call: a selective filter returns a shorter page and a token to go on.
+  const maxScanned = Math.max(10 * size, 1000);
+  let scanned = 0;
   let cursor = startAfter;
   for (;;) {
     const page = await store.range<T>(prefix, {
@@ -102,14 +105,11 @@ async function filteredPage<T>(
     });
     for (const item of page.items) {
       cursor = item.key;
-      if (!matches(item.value)) continue;
-      items.push(item);
-      if (items.length === size) {
-        return {
-          items,
-          next:
-            page.more || item !== page.items[page.items.length - 1] ? encodeToken(item.key) : '',
-        };
+      scanned++;
+      if (matches(item.value)) items.push(item);
+      const last = !page.more && item === page.items[page.items.length - 1];
+      if (items.length === size || scanned >= maxScanned) {
+        return { items, next: last ? '' : encodeToken(item.key) };
       }
     }
     if (!page.more) return { items, next: '' };
