@@ -114,6 +114,17 @@ function authorizeCall(deps: RpcDeps, principal: Principal, rpc: RpcName): void 
   }
 }
 
+/** Authenticates the caller of `call` and checks its permission for `method`. */
+async function admit(
+  deps: RpcDeps,
+  call: { metadata: Metadata; getPeer(): string },
+  method: RpcName,
+): Promise<Principal> {
+  const principal = await deps.authenticator.authenticate(call.metadata, call.getPeer());
+  authorizeCall(deps, principal, method);
+  return principal;
+}
+
 /** Wraps a unary handler with authentication, metrics and error translation. */
 export function unary<Req, Res>(
   deps: RpcDeps,
@@ -128,23 +139,17 @@ export function unary<Req, Res>(
       if (err) callback(err);
       else callback(null, res);
     };
-    deps.authenticator
-      .authenticate(call.metadata, call.getPeer())
-      .then((principal) => {
-        authorizeCall(deps, principal, method);
-        return principal;
-      })
-      .then(
-        (principal) =>
-          handler(call.request, { principal }, call).then(
-            (res) => done(null, res),
-            (err: unknown) => done(toStatus(err, deps.logger, method)),
-          ),
-        (err: unknown) => {
-          deps.logger.info({ method, peer: call.getPeer() }, 'call refused');
-          done(toStatus(err, deps.logger, method));
-        },
-      );
+    admit(deps, call, method).then(
+      (principal) =>
+        handler(call.request, { principal }, call).then(
+          (res) => done(null, res),
+          (err: unknown) => done(toStatus(err, deps.logger, method)),
+        ),
+      (err: unknown) => {
+        deps.logger.info({ method, peer: call.getPeer() }, 'call refused');
+        done(toStatus(err, deps.logger, method));
+      },
+    );
   };
 }
 
@@ -160,19 +165,13 @@ export function serverStream<Req, Res>(
       deps.metrics.rpcTotal.inc({ method, code: status[s.code ?? status.INTERNAL] });
       call.emit('error', s);
     };
-    deps.authenticator
-      .authenticate(call.metadata, call.getPeer())
-      .then((principal) => {
-        authorizeCall(deps, principal, method);
-        return principal;
-      })
-      .then(
-        (principal) =>
-          handler(call.request, { principal }, call).then(() => {
-            deps.metrics.rpcTotal.inc({ method, code: 'OK' });
-            call.end();
-          }, finish),
-        finish,
-      );
+    admit(deps, call, method).then(
+      (principal) =>
+        handler(call.request, { principal }, call).then(() => {
+          deps.metrics.rpcTotal.inc({ method, code: 'OK' });
+          call.end();
+        }, finish),
+      finish,
+    );
   };
 }
