@@ -6,13 +6,11 @@
  * whole set is made afresh. The CA's private key is never written: it only lives while a set is
  * issued, so nothing on disk can sign another certificate etcd would trust.
  */
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
-import { X509Certificate, createPrivateKey, webcrypto } from 'node:crypto';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { writePrivateFile } from './bootstrap.js';
-import { createCa, issueClientCert, type CaMaterial } from './tls/ca.js';
+import { createCa, issueClientCert, issueServerCert, type CaMaterial } from './tls/ca.js';
 
 /** What an etcd client needs to reach an etcd that requires client certificates. */
 export interface EtcdClientTls {
@@ -52,13 +50,9 @@ const CA_VALIDITY_DAYS = 3650;
 const LEAF_VALIDITY_DAYS = 825;
 /** A set is made afresh when any certificate expires within this. */
 const RENEW_BEFORE_MS = 30 * 24 * 60 * 60 * 1000;
-const DAY_MS = 24 * 60 * 60 * 1000;
 const CLOCK_SKEW_MS = 5 * 60 * 1000;
 const SERVER_DNS_NAMES = ['localhost'];
 const SERVER_IPS = ['127.0.0.1'];
-
-const KEY_ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-const SIGNING_ALGORITHM = { name: 'ECDSA', hash: 'SHA-256' } as const;
 
 interface Paths {
   ca: string;
@@ -195,54 +189,12 @@ async function issueSet(files: Paths): Promise<void> {
  * etcd's own certificate. It needs clientAuth besides serverAuth: etcd's HTTP gateway dials
  * etcd's gRPC port presenting it, and a peer would present it too.
  */
-async function issueServingCert(ca: CaMaterial): Promise<{ certPem: string; keyPem: string }> {
-  const crypto = webcrypto;
-  const keys = await crypto.subtle.generateKey(KEY_ALGORITHM, true, ['sign', 'verify']);
-  const caCert = new x509.X509Certificate(ca.certPem);
-  const caKey = await crypto.subtle.importKey('pkcs8', ca.keyPkcs8, KEY_ALGORITHM, false, ['sign']);
-  const caSki = caCert.getExtension<x509.SubjectKeyIdentifierExtension>('2.5.29.14');
-  if (caSki === null) throw new Error('the etcd CA has no subject key identifier');
-  const now = Date.now();
-  const notAfter = new Date(now + LEAF_VALIDITY_DAYS * DAY_MS);
-  const serial = crypto.getRandomValues(new Uint8Array(16));
-  serial[0] = (serial[0]! & 0x7f) | 0x01;
-  const cert = await x509.X509CertificateGenerator.create(
-    {
-      serialNumber: Buffer.from(serial).toString('hex'),
-      subject: [{ CN: ['citadel embedded etcd'] }],
-      issuer: caCert.subjectName,
-      notBefore: new Date(now - CLOCK_SKEW_MS),
-      notAfter: notAfter < caCert.notAfter ? notAfter : caCert.notAfter,
-      publicKey: keys.publicKey,
-      signingKey: caKey,
-      signingAlgorithm: SIGNING_ALGORITHM,
-      extensions: [
-        new x509.BasicConstraintsExtension(false, undefined, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-        new x509.ExtendedKeyUsageExtension(
-          [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth],
-          false,
-        ),
-        new x509.SubjectAlternativeNameExtension(
-          [
-            ...SERVER_DNS_NAMES.map((value) => ({ type: 'dns' as const, value })),
-            ...SERVER_IPS.map((value) => ({ type: 'ip' as const, value })),
-          ],
-          false,
-        ),
-        new x509.AuthorityKeyIdentifierExtension(caSki.keyId, false),
-        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, crypto),
-      ],
-    },
-    crypto,
-  );
-  const keyDer = await crypto.subtle.exportKey('pkcs8', keys.privateKey);
-  return {
-    certPem: pemFile(cert.toString('pem')),
-    keyPem: pemFile(x509.PemConverter.encode(keyDer, x509.PemConverter.PrivateKeyTag)),
-  };
-}
-
-function pemFile(pem: string): string {
-  return pem.endsWith('\n') ? pem : `${pem}\n`;
+function issueServingCert(ca: CaMaterial): Promise<{ certPem: string; keyPem: string }> {
+  return issueServerCert(ca, {
+    commonName: 'citadel embedded etcd',
+    dnsNames: [...SERVER_DNS_NAMES],
+    ipAddresses: [...SERVER_IPS],
+    validityDays: LEAF_VALIDITY_DAYS,
+    alsoClientAuth: true,
+  });
 }

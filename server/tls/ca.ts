@@ -72,11 +72,18 @@ export async function createCa(opts?: {
  * Issues a TLS serving certificate with a fresh key pair: serverAuth EKU, digitalSignature
  * KeyUsage, SAN with the given DNS names and IP addresses.
  * @param opts.validityDays @default 90 (capped at the CA's own expiry)
+ * @param opts.alsoClientAuth adds clientAuth EKU, for a server that also dials with it (etcd).
  * @throws InvalidArgumentError if there is no SAN entry or an IP address is malformed.
  */
 export async function issueServerCert(
   ca: CaMaterial,
-  opts: { commonName: string; dnsNames: string[]; ipAddresses: string[]; validityDays?: number },
+  opts: {
+    commonName: string;
+    dnsNames: string[];
+    ipAddresses: string[];
+    validityDays?: number;
+    alsoClientAuth?: boolean;
+  },
 ): Promise<IssuedCert> {
   if (opts.dnsNames.length === 0 && opts.ipAddresses.length === 0) {
     throw new InvalidArgumentError('dnsNames', 'a serving certificate needs a DNS name or IP');
@@ -96,7 +103,9 @@ export async function issueServerCert(
     commonName: opts.commonName,
     publicKey: keys.publicKey,
     validityDays: opts.validityDays ?? 90,
-    extendedKeyUsage: x509.ExtendedKeyUsage.serverAuth,
+    extendedKeyUsages: opts.alsoClientAuth
+      ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]
+      : [x509.ExtendedKeyUsage.serverAuth],
     altNames: [
       ...opts.dnsNames.map((value) => ({ type: 'dns' as const, value })),
       ...opts.ipAddresses.map((value) => ({ type: 'ip' as const, value })),
@@ -125,7 +134,7 @@ export async function issueClientCert(
     commonName: opts.commonName,
     publicKey: opts.publicKey ?? keys!.publicKey,
     validityDays: opts.validityDays ?? 90,
-    extendedKeyUsage: x509.ExtendedKeyUsage.clientAuth,
+    extendedKeyUsages: [x509.ExtendedKeyUsage.clientAuth],
     altNames: [{ type: 'url', value: opts.uri }],
   });
   if (keys === undefined) return { certPem };
@@ -142,7 +151,7 @@ interface LeafSpec {
   commonName: string;
   publicKey: CryptoKey;
   validityDays: number;
-  extendedKeyUsage: x509.ExtendedKeyUsage;
+  extendedKeyUsages: x509.ExtendedKeyUsage[];
   altNames: x509.JsonGeneralNames;
 }
 
@@ -169,7 +178,7 @@ async function issue(ca: CaMaterial, spec: LeafSpec): Promise<string> {
       extensions: [
         new x509.BasicConstraintsExtension(false, undefined, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-        new x509.ExtendedKeyUsageExtension([spec.extendedKeyUsage], false),
+        new x509.ExtendedKeyUsageExtension(spec.extendedKeyUsages, false),
         new x509.SubjectAlternativeNameExtension(spec.altNames, false),
         aki,
         await x509.SubjectKeyIdentifierExtension.create(spec.publicKey, false, crypto),
