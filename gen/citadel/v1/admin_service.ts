@@ -21,6 +21,7 @@ import {
 import { FieldMask } from "../../google/protobuf/field_mask.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
 import { ApiKey, User } from "./admin.js";
+import { BootstrapToken, Worker } from "./worker.js";
 
 export const protobufPackage = "citadel.v1";
 
@@ -153,6 +154,146 @@ export interface RevokeApiKeyRequest {
 export interface RevokeApiKeyResponse {
   /** The key that was revoked. */
   apiKey: ApiKey | undefined;
+}
+
+/** Request of AdminService.CreateBootstrapToken. */
+export interface CreateBootstrapTokenRequest {
+  /** The token to create: expire_time required; description, labels and max_uses optional. */
+  bootstrapToken: BootstrapToken | undefined;
+}
+
+/** Response of AdminService.CreateBootstrapToken. */
+export interface CreateBootstrapTokenResponse {
+  /** The token's description as stored. */
+  bootstrapToken:
+    | BootstrapToken
+    | undefined;
+  /** The token itself, "cbt_...". Shown only here: it is stored only as a hash. */
+  token: string;
+  /**
+   * SHA-256 of the cluster CA certificate (DER), "sha256:<hex>", for `citadel-agent join
+   * --ca-hash`.
+   */
+  caHash: string;
+}
+
+/** Request of AdminService.ListBootstrapTokens. */
+export interface ListBootstrapTokensRequest {
+  /** Include revoked, used-up and expired tokens too. */
+  includeInactive: boolean;
+}
+
+/** Response of AdminService.ListBootstrapTokens. */
+export interface ListBootstrapTokensResponse {
+  /** The tokens, newest first. */
+  bootstrapTokens: BootstrapToken[];
+}
+
+/** Request of AdminService.RevokeBootstrapToken. */
+export interface RevokeBootstrapTokenRequest {
+  /** Token id ("bt_..."). */
+  id: string;
+}
+
+/** Response of AdminService.RevokeBootstrapToken. */
+export interface RevokeBootstrapTokenResponse {
+  /** The token, now revoked. */
+  bootstrapToken: BootstrapToken | undefined;
+}
+
+/** Request of AdminService.ListWorkers. */
+export interface ListWorkersRequest {
+  /** Most workers to return, 1 to 1000. Zero means 100. */
+  pageSize: number;
+  /** next_page_token of the previous page; empty for the first page. */
+  pageToken: string;
+  /** Include blocked and retired workers too. */
+  includeInactive: boolean;
+}
+
+/** Response of AdminService.ListWorkers. */
+export interface ListWorkersResponse {
+  /** One page of workers, in id order. */
+  workers: Worker[];
+  /** Token for the next page; empty on the last page. */
+  nextPageToken: string;
+}
+
+/** Request of AdminService.GetWorker. */
+export interface GetWorkerRequest {
+  /** Worker id ("w_..."). */
+  id: string;
+}
+
+/** Response of AdminService.GetWorker. */
+export interface GetWorkerResponse {
+  /** The worker. */
+  worker: Worker | undefined;
+}
+
+/** Request of AdminService.BlockWorker. */
+export interface BlockWorkerRequest {
+  /** Worker id ("w_..."). */
+  id: string;
+  /** Why, for the audit record; at most 200 characters. */
+  reason: string;
+}
+
+/** Response of AdminService.BlockWorker. */
+export interface BlockWorkerResponse {
+  /** The worker, now blocked. */
+  worker: Worker | undefined;
+}
+
+/** Request of AdminService.DeregisterWorker. */
+export interface DeregisterWorkerRequest {
+  /** Worker id ("w_..."). */
+  id: string;
+  /** Why, for the audit record; at most 200 characters. */
+  reason: string;
+}
+
+/** Response of AdminService.DeregisterWorker. */
+export interface DeregisterWorkerResponse {
+  /** The worker, now retired. */
+  worker: Worker | undefined;
+}
+
+/** Request of AdminService.IssueServiceCertificate. */
+export interface IssueServiceCertificateRequest {
+  /** The user the service authenticates as. Required; must exist and be enabled. */
+  userId: string;
+  /**
+   * PKCS#10 CSR, PEM, signed with the service's private key (ECDSA P-256 or Ed25519), which
+   * never leaves the service's host. Only its public key is used.
+   */
+  csrPem: string;
+  /** Certificate lifetime in seconds, 60 to 31536000 (a year). Zero means 90 days. */
+  validitySeconds: number;
+}
+
+/** Response of AdminService.IssueServiceCertificate. */
+export interface IssueServiceCertificateResponse {
+  /** The client certificate, PEM: SAN citadel://service/<user_id>, EKU clientAuth. */
+  certificatePem: string;
+  /** Its serial, lowercase hex, for RevokeServiceCertificate. */
+  serial: string;
+  /** When it expires. */
+  expireTime:
+    | Date
+    | undefined;
+  /** The cluster CA certificate, PEM, to verify the server with. */
+  caCertificatePem: string;
+}
+
+/** Request of AdminService.RevokeServiceCertificate. */
+export interface RevokeServiceCertificateRequest {
+  /** Serial of the certificate, lowercase hex. */
+  serial: string;
+}
+
+/** Response of AdminService.RevokeServiceCertificate. */
+export interface RevokeServiceCertificateResponse {
 }
 
 function createBaseCreateUserRequest(): CreateUserRequest {
@@ -1535,9 +1676,1490 @@ export const RevokeApiKeyResponse: MessageFns<RevokeApiKeyResponse> = {
   },
 };
 
+function createBaseCreateBootstrapTokenRequest(): CreateBootstrapTokenRequest {
+  return { bootstrapToken: undefined };
+}
+
+export const CreateBootstrapTokenRequest: MessageFns<CreateBootstrapTokenRequest> = {
+  encode(message: CreateBootstrapTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.bootstrapToken !== undefined) {
+      BootstrapToken.encode(message.bootstrapToken, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateBootstrapTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateBootstrapTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.bootstrapToken = BootstrapToken.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateBootstrapTokenRequest {
+    return {
+      bootstrapToken: isSet(object.bootstrapToken)
+        ? BootstrapToken.fromJSON(object.bootstrapToken)
+        : isSet(object.bootstrap_token)
+        ? BootstrapToken.fromJSON(object.bootstrap_token)
+        : undefined,
+    };
+  },
+
+  toJSON(message: CreateBootstrapTokenRequest): unknown {
+    const obj: any = {};
+    if (message.bootstrapToken !== undefined) {
+      obj.bootstrapToken = BootstrapToken.toJSON(message.bootstrapToken);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateBootstrapTokenRequest>): CreateBootstrapTokenRequest {
+    return CreateBootstrapTokenRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateBootstrapTokenRequest>): CreateBootstrapTokenRequest {
+    const message = createBaseCreateBootstrapTokenRequest();
+    message.bootstrapToken = (object.bootstrapToken !== undefined && object.bootstrapToken !== null)
+      ? BootstrapToken.fromPartial(object.bootstrapToken)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCreateBootstrapTokenResponse(): CreateBootstrapTokenResponse {
+  return { bootstrapToken: undefined, token: "", caHash: "" };
+}
+
+export const CreateBootstrapTokenResponse: MessageFns<CreateBootstrapTokenResponse> = {
+  encode(message: CreateBootstrapTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.bootstrapToken !== undefined) {
+      BootstrapToken.encode(message.bootstrapToken, writer.uint32(10).fork()).join();
+    }
+    if (message.token !== "") {
+      writer.uint32(18).string(message.token);
+    }
+    if (message.caHash !== "") {
+      writer.uint32(26).string(message.caHash);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateBootstrapTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateBootstrapTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.bootstrapToken = BootstrapToken.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.token = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.caHash = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateBootstrapTokenResponse {
+    return {
+      bootstrapToken: isSet(object.bootstrapToken)
+        ? BootstrapToken.fromJSON(object.bootstrapToken)
+        : isSet(object.bootstrap_token)
+        ? BootstrapToken.fromJSON(object.bootstrap_token)
+        : undefined,
+      token: isSet(object.token) ? globalThis.String(object.token) : "",
+      caHash: isSet(object.caHash)
+        ? globalThis.String(object.caHash)
+        : isSet(object.ca_hash)
+        ? globalThis.String(object.ca_hash)
+        : "",
+    };
+  },
+
+  toJSON(message: CreateBootstrapTokenResponse): unknown {
+    const obj: any = {};
+    if (message.bootstrapToken !== undefined) {
+      obj.bootstrapToken = BootstrapToken.toJSON(message.bootstrapToken);
+    }
+    if (message.token !== "") {
+      obj.token = message.token;
+    }
+    if (message.caHash !== "") {
+      obj.caHash = message.caHash;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateBootstrapTokenResponse>): CreateBootstrapTokenResponse {
+    return CreateBootstrapTokenResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateBootstrapTokenResponse>): CreateBootstrapTokenResponse {
+    const message = createBaseCreateBootstrapTokenResponse();
+    message.bootstrapToken = (object.bootstrapToken !== undefined && object.bootstrapToken !== null)
+      ? BootstrapToken.fromPartial(object.bootstrapToken)
+      : undefined;
+    message.token = object.token ?? "";
+    message.caHash = object.caHash ?? "";
+    return message;
+  },
+};
+
+function createBaseListBootstrapTokensRequest(): ListBootstrapTokensRequest {
+  return { includeInactive: false };
+}
+
+export const ListBootstrapTokensRequest: MessageFns<ListBootstrapTokensRequest> = {
+  encode(message: ListBootstrapTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.includeInactive !== false) {
+      writer.uint32(8).bool(message.includeInactive);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListBootstrapTokensRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListBootstrapTokensRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.includeInactive = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListBootstrapTokensRequest {
+    return {
+      includeInactive: isSet(object.includeInactive)
+        ? globalThis.Boolean(object.includeInactive)
+        : isSet(object.include_inactive)
+        ? globalThis.Boolean(object.include_inactive)
+        : false,
+    };
+  },
+
+  toJSON(message: ListBootstrapTokensRequest): unknown {
+    const obj: any = {};
+    if (message.includeInactive !== false) {
+      obj.includeInactive = message.includeInactive;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListBootstrapTokensRequest>): ListBootstrapTokensRequest {
+    return ListBootstrapTokensRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListBootstrapTokensRequest>): ListBootstrapTokensRequest {
+    const message = createBaseListBootstrapTokensRequest();
+    message.includeInactive = object.includeInactive ?? false;
+    return message;
+  },
+};
+
+function createBaseListBootstrapTokensResponse(): ListBootstrapTokensResponse {
+  return { bootstrapTokens: [] };
+}
+
+export const ListBootstrapTokensResponse: MessageFns<ListBootstrapTokensResponse> = {
+  encode(message: ListBootstrapTokensResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.bootstrapTokens) {
+      BootstrapToken.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListBootstrapTokensResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListBootstrapTokensResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.bootstrapTokens.push(BootstrapToken.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListBootstrapTokensResponse {
+    return {
+      bootstrapTokens: globalThis.Array.isArray(object?.bootstrapTokens)
+        ? object.bootstrapTokens.map((e: any) => BootstrapToken.fromJSON(e))
+        : globalThis.Array.isArray(object?.bootstrap_tokens)
+        ? object.bootstrap_tokens.map((e: any) => BootstrapToken.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListBootstrapTokensResponse): unknown {
+    const obj: any = {};
+    if (message.bootstrapTokens?.length) {
+      obj.bootstrapTokens = message.bootstrapTokens.map((e) => BootstrapToken.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListBootstrapTokensResponse>): ListBootstrapTokensResponse {
+    return ListBootstrapTokensResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListBootstrapTokensResponse>): ListBootstrapTokensResponse {
+    const message = createBaseListBootstrapTokensResponse();
+    message.bootstrapTokens = object.bootstrapTokens?.map((e) => BootstrapToken.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRevokeBootstrapTokenRequest(): RevokeBootstrapTokenRequest {
+  return { id: "" };
+}
+
+export const RevokeBootstrapTokenRequest: MessageFns<RevokeBootstrapTokenRequest> = {
+  encode(message: RevokeBootstrapTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeBootstrapTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeBootstrapTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeBootstrapTokenRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: RevokeBootstrapTokenRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeBootstrapTokenRequest>): RevokeBootstrapTokenRequest {
+    return RevokeBootstrapTokenRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeBootstrapTokenRequest>): RevokeBootstrapTokenRequest {
+    const message = createBaseRevokeBootstrapTokenRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseRevokeBootstrapTokenResponse(): RevokeBootstrapTokenResponse {
+  return { bootstrapToken: undefined };
+}
+
+export const RevokeBootstrapTokenResponse: MessageFns<RevokeBootstrapTokenResponse> = {
+  encode(message: RevokeBootstrapTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.bootstrapToken !== undefined) {
+      BootstrapToken.encode(message.bootstrapToken, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeBootstrapTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeBootstrapTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.bootstrapToken = BootstrapToken.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeBootstrapTokenResponse {
+    return {
+      bootstrapToken: isSet(object.bootstrapToken)
+        ? BootstrapToken.fromJSON(object.bootstrapToken)
+        : isSet(object.bootstrap_token)
+        ? BootstrapToken.fromJSON(object.bootstrap_token)
+        : undefined,
+    };
+  },
+
+  toJSON(message: RevokeBootstrapTokenResponse): unknown {
+    const obj: any = {};
+    if (message.bootstrapToken !== undefined) {
+      obj.bootstrapToken = BootstrapToken.toJSON(message.bootstrapToken);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeBootstrapTokenResponse>): RevokeBootstrapTokenResponse {
+    return RevokeBootstrapTokenResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeBootstrapTokenResponse>): RevokeBootstrapTokenResponse {
+    const message = createBaseRevokeBootstrapTokenResponse();
+    message.bootstrapToken = (object.bootstrapToken !== undefined && object.bootstrapToken !== null)
+      ? BootstrapToken.fromPartial(object.bootstrapToken)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListWorkersRequest(): ListWorkersRequest {
+  return { pageSize: 0, pageToken: "", includeInactive: false };
+}
+
+export const ListWorkersRequest: MessageFns<ListWorkersRequest> = {
+  encode(message: ListWorkersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pageSize !== 0) {
+      writer.uint32(8).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
+    if (message.includeInactive !== false) {
+      writer.uint32(24).bool(message.includeInactive);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWorkersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWorkersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.includeInactive = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWorkersRequest {
+    return {
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+      includeInactive: isSet(object.includeInactive)
+        ? globalThis.Boolean(object.includeInactive)
+        : isSet(object.include_inactive)
+        ? globalThis.Boolean(object.include_inactive)
+        : false,
+    };
+  },
+
+  toJSON(message: ListWorkersRequest): unknown {
+    const obj: any = {};
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    if (message.includeInactive !== false) {
+      obj.includeInactive = message.includeInactive;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListWorkersRequest>): ListWorkersRequest {
+    return ListWorkersRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListWorkersRequest>): ListWorkersRequest {
+    const message = createBaseListWorkersRequest();
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    message.includeInactive = object.includeInactive ?? false;
+    return message;
+  },
+};
+
+function createBaseListWorkersResponse(): ListWorkersResponse {
+  return { workers: [], nextPageToken: "" };
+}
+
+export const ListWorkersResponse: MessageFns<ListWorkersResponse> = {
+  encode(message: ListWorkersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.workers) {
+      Worker.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWorkersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWorkersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workers.push(Worker.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWorkersResponse {
+    return {
+      workers: globalThis.Array.isArray(object?.workers) ? object.workers.map((e: any) => Worker.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListWorkersResponse): unknown {
+    const obj: any = {};
+    if (message.workers?.length) {
+      obj.workers = message.workers.map((e) => Worker.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListWorkersResponse>): ListWorkersResponse {
+    return ListWorkersResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListWorkersResponse>): ListWorkersResponse {
+    const message = createBaseListWorkersResponse();
+    message.workers = object.workers?.map((e) => Worker.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseGetWorkerRequest(): GetWorkerRequest {
+  return { id: "" };
+}
+
+export const GetWorkerRequest: MessageFns<GetWorkerRequest> = {
+  encode(message: GetWorkerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetWorkerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetWorkerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetWorkerRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: GetWorkerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetWorkerRequest>): GetWorkerRequest {
+    return GetWorkerRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetWorkerRequest>): GetWorkerRequest {
+    const message = createBaseGetWorkerRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseGetWorkerResponse(): GetWorkerResponse {
+  return { worker: undefined };
+}
+
+export const GetWorkerResponse: MessageFns<GetWorkerResponse> = {
+  encode(message: GetWorkerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.worker !== undefined) {
+      Worker.encode(message.worker, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetWorkerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetWorkerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.worker = Worker.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetWorkerResponse {
+    return { worker: isSet(object.worker) ? Worker.fromJSON(object.worker) : undefined };
+  },
+
+  toJSON(message: GetWorkerResponse): unknown {
+    const obj: any = {};
+    if (message.worker !== undefined) {
+      obj.worker = Worker.toJSON(message.worker);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetWorkerResponse>): GetWorkerResponse {
+    return GetWorkerResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetWorkerResponse>): GetWorkerResponse {
+    const message = createBaseGetWorkerResponse();
+    message.worker = (object.worker !== undefined && object.worker !== null)
+      ? Worker.fromPartial(object.worker)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseBlockWorkerRequest(): BlockWorkerRequest {
+  return { id: "", reason: "" };
+}
+
+export const BlockWorkerRequest: MessageFns<BlockWorkerRequest> = {
+  encode(message: BlockWorkerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BlockWorkerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBlockWorkerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BlockWorkerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: BlockWorkerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BlockWorkerRequest>): BlockWorkerRequest {
+    return BlockWorkerRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BlockWorkerRequest>): BlockWorkerRequest {
+    const message = createBaseBlockWorkerRequest();
+    message.id = object.id ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseBlockWorkerResponse(): BlockWorkerResponse {
+  return { worker: undefined };
+}
+
+export const BlockWorkerResponse: MessageFns<BlockWorkerResponse> = {
+  encode(message: BlockWorkerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.worker !== undefined) {
+      Worker.encode(message.worker, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BlockWorkerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBlockWorkerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.worker = Worker.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BlockWorkerResponse {
+    return { worker: isSet(object.worker) ? Worker.fromJSON(object.worker) : undefined };
+  },
+
+  toJSON(message: BlockWorkerResponse): unknown {
+    const obj: any = {};
+    if (message.worker !== undefined) {
+      obj.worker = Worker.toJSON(message.worker);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BlockWorkerResponse>): BlockWorkerResponse {
+    return BlockWorkerResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BlockWorkerResponse>): BlockWorkerResponse {
+    const message = createBaseBlockWorkerResponse();
+    message.worker = (object.worker !== undefined && object.worker !== null)
+      ? Worker.fromPartial(object.worker)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeregisterWorkerRequest(): DeregisterWorkerRequest {
+  return { id: "", reason: "" };
+}
+
+export const DeregisterWorkerRequest: MessageFns<DeregisterWorkerRequest> = {
+  encode(message: DeregisterWorkerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeregisterWorkerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeregisterWorkerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeregisterWorkerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: DeregisterWorkerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeregisterWorkerRequest>): DeregisterWorkerRequest {
+    return DeregisterWorkerRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeregisterWorkerRequest>): DeregisterWorkerRequest {
+    const message = createBaseDeregisterWorkerRequest();
+    message.id = object.id ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseDeregisterWorkerResponse(): DeregisterWorkerResponse {
+  return { worker: undefined };
+}
+
+export const DeregisterWorkerResponse: MessageFns<DeregisterWorkerResponse> = {
+  encode(message: DeregisterWorkerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.worker !== undefined) {
+      Worker.encode(message.worker, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeregisterWorkerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeregisterWorkerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.worker = Worker.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeregisterWorkerResponse {
+    return { worker: isSet(object.worker) ? Worker.fromJSON(object.worker) : undefined };
+  },
+
+  toJSON(message: DeregisterWorkerResponse): unknown {
+    const obj: any = {};
+    if (message.worker !== undefined) {
+      obj.worker = Worker.toJSON(message.worker);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeregisterWorkerResponse>): DeregisterWorkerResponse {
+    return DeregisterWorkerResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeregisterWorkerResponse>): DeregisterWorkerResponse {
+    const message = createBaseDeregisterWorkerResponse();
+    message.worker = (object.worker !== undefined && object.worker !== null)
+      ? Worker.fromPartial(object.worker)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseIssueServiceCertificateRequest(): IssueServiceCertificateRequest {
+  return { userId: "", csrPem: "", validitySeconds: 0 };
+}
+
+export const IssueServiceCertificateRequest: MessageFns<IssueServiceCertificateRequest> = {
+  encode(message: IssueServiceCertificateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.csrPem !== "") {
+      writer.uint32(18).string(message.csrPem);
+    }
+    if (message.validitySeconds !== 0) {
+      writer.uint32(24).uint32(message.validitySeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): IssueServiceCertificateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseIssueServiceCertificateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.csrPem = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.validitySeconds = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): IssueServiceCertificateRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      csrPem: isSet(object.csrPem)
+        ? globalThis.String(object.csrPem)
+        : isSet(object.csr_pem)
+        ? globalThis.String(object.csr_pem)
+        : "",
+      validitySeconds: isSet(object.validitySeconds)
+        ? globalThis.Number(object.validitySeconds)
+        : isSet(object.validity_seconds)
+        ? globalThis.Number(object.validity_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: IssueServiceCertificateRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.csrPem !== "") {
+      obj.csrPem = message.csrPem;
+    }
+    if (message.validitySeconds !== 0) {
+      obj.validitySeconds = Math.round(message.validitySeconds);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<IssueServiceCertificateRequest>): IssueServiceCertificateRequest {
+    return IssueServiceCertificateRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<IssueServiceCertificateRequest>): IssueServiceCertificateRequest {
+    const message = createBaseIssueServiceCertificateRequest();
+    message.userId = object.userId ?? "";
+    message.csrPem = object.csrPem ?? "";
+    message.validitySeconds = object.validitySeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseIssueServiceCertificateResponse(): IssueServiceCertificateResponse {
+  return { certificatePem: "", serial: "", expireTime: undefined, caCertificatePem: "" };
+}
+
+export const IssueServiceCertificateResponse: MessageFns<IssueServiceCertificateResponse> = {
+  encode(message: IssueServiceCertificateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.certificatePem !== "") {
+      writer.uint32(10).string(message.certificatePem);
+    }
+    if (message.serial !== "") {
+      writer.uint32(18).string(message.serial);
+    }
+    if (message.expireTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(26).fork()).join();
+    }
+    if (message.caCertificatePem !== "") {
+      writer.uint32(34).string(message.caCertificatePem);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): IssueServiceCertificateResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseIssueServiceCertificateResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.certificatePem = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serial = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.caCertificatePem = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): IssueServiceCertificateResponse {
+    return {
+      certificatePem: isSet(object.certificatePem)
+        ? globalThis.String(object.certificatePem)
+        : isSet(object.certificate_pem)
+        ? globalThis.String(object.certificate_pem)
+        : "",
+      serial: isSet(object.serial) ? globalThis.String(object.serial) : "",
+      expireTime: isSet(object.expireTime)
+        ? fromJsonTimestamp(object.expireTime)
+        : isSet(object.expire_time)
+        ? fromJsonTimestamp(object.expire_time)
+        : undefined,
+      caCertificatePem: isSet(object.caCertificatePem)
+        ? globalThis.String(object.caCertificatePem)
+        : isSet(object.ca_certificate_pem)
+        ? globalThis.String(object.ca_certificate_pem)
+        : "",
+    };
+  },
+
+  toJSON(message: IssueServiceCertificateResponse): unknown {
+    const obj: any = {};
+    if (message.certificatePem !== "") {
+      obj.certificatePem = message.certificatePem;
+    }
+    if (message.serial !== "") {
+      obj.serial = message.serial;
+    }
+    if (message.expireTime !== undefined) {
+      obj.expireTime = message.expireTime.toISOString();
+    }
+    if (message.caCertificatePem !== "") {
+      obj.caCertificatePem = message.caCertificatePem;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<IssueServiceCertificateResponse>): IssueServiceCertificateResponse {
+    return IssueServiceCertificateResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<IssueServiceCertificateResponse>): IssueServiceCertificateResponse {
+    const message = createBaseIssueServiceCertificateResponse();
+    message.certificatePem = object.certificatePem ?? "";
+    message.serial = object.serial ?? "";
+    message.expireTime = object.expireTime ?? undefined;
+    message.caCertificatePem = object.caCertificatePem ?? "";
+    return message;
+  },
+};
+
+function createBaseRevokeServiceCertificateRequest(): RevokeServiceCertificateRequest {
+  return { serial: "" };
+}
+
+export const RevokeServiceCertificateRequest: MessageFns<RevokeServiceCertificateRequest> = {
+  encode(message: RevokeServiceCertificateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serial !== "") {
+      writer.uint32(10).string(message.serial);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeServiceCertificateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeServiceCertificateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serial = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeServiceCertificateRequest {
+    return { serial: isSet(object.serial) ? globalThis.String(object.serial) : "" };
+  },
+
+  toJSON(message: RevokeServiceCertificateRequest): unknown {
+    const obj: any = {};
+    if (message.serial !== "") {
+      obj.serial = message.serial;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeServiceCertificateRequest>): RevokeServiceCertificateRequest {
+    return RevokeServiceCertificateRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeServiceCertificateRequest>): RevokeServiceCertificateRequest {
+    const message = createBaseRevokeServiceCertificateRequest();
+    message.serial = object.serial ?? "";
+    return message;
+  },
+};
+
+function createBaseRevokeServiceCertificateResponse(): RevokeServiceCertificateResponse {
+  return {};
+}
+
+export const RevokeServiceCertificateResponse: MessageFns<RevokeServiceCertificateResponse> = {
+  encode(_: RevokeServiceCertificateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeServiceCertificateResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeServiceCertificateResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): RevokeServiceCertificateResponse {
+    return {};
+  },
+
+  toJSON(_: RevokeServiceCertificateResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeServiceCertificateResponse>): RevokeServiceCertificateResponse {
+    return RevokeServiceCertificateResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<RevokeServiceCertificateResponse>): RevokeServiceCertificateResponse {
+    const message = createBaseRevokeServiceCertificateResponse();
+    return message;
+  },
+};
+
 /**
- * AdminService manages users and their API keys. Every call needs ROLE_ADMIN; every change is
- * audited.
+ * AdminService manages users, their API keys and service certificates, worker bootstrap tokens
+ * and workers. Every call needs ROLE_ADMIN; every change is audited.
  */
 export type AdminServiceService = typeof AdminServiceService;
 export const AdminServiceService = {
@@ -1633,6 +3255,123 @@ export const AdminServiceService = {
       Buffer.from(RevokeApiKeyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RevokeApiKeyResponse => RevokeApiKeyResponse.decode(value),
   },
+  /**
+   * Creates a bootstrap token for joining workers and returns it, once, with the CA hash the
+   * joining agent must pin.
+   */
+  createBootstrapToken: {
+    path: "/citadel.v1.AdminService/CreateBootstrapToken" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateBootstrapTokenRequest): Buffer =>
+      Buffer.from(CreateBootstrapTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateBootstrapTokenRequest => CreateBootstrapTokenRequest.decode(value),
+    responseSerialize: (value: CreateBootstrapTokenResponse): Buffer =>
+      Buffer.from(CreateBootstrapTokenResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateBootstrapTokenResponse => CreateBootstrapTokenResponse.decode(value),
+  },
+  /** Lists bootstrap tokens (never the tokens themselves), newest first. */
+  listBootstrapTokens: {
+    path: "/citadel.v1.AdminService/ListBootstrapTokens" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListBootstrapTokensRequest): Buffer =>
+      Buffer.from(ListBootstrapTokensRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListBootstrapTokensRequest => ListBootstrapTokensRequest.decode(value),
+    responseSerialize: (value: ListBootstrapTokensResponse): Buffer =>
+      Buffer.from(ListBootstrapTokensResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListBootstrapTokensResponse => ListBootstrapTokensResponse.decode(value),
+  },
+  /** Revokes a bootstrap token: joins with it are refused from then on. Idempotent. */
+  revokeBootstrapToken: {
+    path: "/citadel.v1.AdminService/RevokeBootstrapToken" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevokeBootstrapTokenRequest): Buffer =>
+      Buffer.from(RevokeBootstrapTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevokeBootstrapTokenRequest => RevokeBootstrapTokenRequest.decode(value),
+    responseSerialize: (value: RevokeBootstrapTokenResponse): Buffer =>
+      Buffer.from(RevokeBootstrapTokenResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RevokeBootstrapTokenResponse => RevokeBootstrapTokenResponse.decode(value),
+  },
+  /** Lists workers in id order, paginated. */
+  listWorkers: {
+    path: "/citadel.v1.AdminService/ListWorkers" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListWorkersRequest): Buffer => Buffer.from(ListWorkersRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListWorkersRequest => ListWorkersRequest.decode(value),
+    responseSerialize: (value: ListWorkersResponse): Buffer => Buffer.from(ListWorkersResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListWorkersResponse => ListWorkersResponse.decode(value),
+  },
+  /** Returns one worker. */
+  getWorker: {
+    path: "/citadel.v1.AdminService/GetWorker" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetWorkerRequest): Buffer => Buffer.from(GetWorkerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetWorkerRequest => GetWorkerRequest.decode(value),
+    responseSerialize: (value: GetWorkerResponse): Buffer => Buffer.from(GetWorkerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetWorkerResponse => GetWorkerResponse.decode(value),
+  },
+  /**
+   * Blocks a worker: revokes every certificate it holds and the token it joined with, ends its
+   * lease and closes its open streams on every replica. Terminal. Idempotent.
+   */
+  blockWorker: {
+    path: "/citadel.v1.AdminService/BlockWorker" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BlockWorkerRequest): Buffer => Buffer.from(BlockWorkerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BlockWorkerRequest => BlockWorkerRequest.decode(value),
+    responseSerialize: (value: BlockWorkerResponse): Buffer => Buffer.from(BlockWorkerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BlockWorkerResponse => BlockWorkerResponse.decode(value),
+  },
+  /**
+   * Retires a worker gracefully: revokes its certificates and ends its lease. Terminal; the
+   * host may join again with a new token. Idempotent.
+   */
+  deregisterWorker: {
+    path: "/citadel.v1.AdminService/DeregisterWorker" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeregisterWorkerRequest): Buffer =>
+      Buffer.from(DeregisterWorkerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeregisterWorkerRequest => DeregisterWorkerRequest.decode(value),
+    responseSerialize: (value: DeregisterWorkerResponse): Buffer =>
+      Buffer.from(DeregisterWorkerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeregisterWorkerResponse => DeregisterWorkerResponse.decode(value),
+  },
+  /**
+   * Signs a client certificate for a service identity: SAN citadel://service/<user_id>, so the
+   * service authenticates over mutual TLS as that user (role and limits included).
+   */
+  issueServiceCertificate: {
+    path: "/citadel.v1.AdminService/IssueServiceCertificate" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: IssueServiceCertificateRequest): Buffer =>
+      Buffer.from(IssueServiceCertificateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): IssueServiceCertificateRequest => IssueServiceCertificateRequest.decode(value),
+    responseSerialize: (value: IssueServiceCertificateResponse): Buffer =>
+      Buffer.from(IssueServiceCertificateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): IssueServiceCertificateResponse =>
+      IssueServiceCertificateResponse.decode(value),
+  },
+  /** Revokes a service certificate by serial: it is refused at once on every replica. */
+  revokeServiceCertificate: {
+    path: "/citadel.v1.AdminService/RevokeServiceCertificate" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevokeServiceCertificateRequest): Buffer =>
+      Buffer.from(RevokeServiceCertificateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevokeServiceCertificateRequest =>
+      RevokeServiceCertificateRequest.decode(value),
+    responseSerialize: (value: RevokeServiceCertificateResponse): Buffer =>
+      Buffer.from(RevokeServiceCertificateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RevokeServiceCertificateResponse =>
+      RevokeServiceCertificateResponse.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
@@ -1654,6 +3393,36 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   listApiKeys: handleUnaryCall<ListApiKeysRequest, ListApiKeysResponse>;
   /** Revokes an API key: it is refused at once on every replica. */
   revokeApiKey: handleUnaryCall<RevokeApiKeyRequest, RevokeApiKeyResponse>;
+  /**
+   * Creates a bootstrap token for joining workers and returns it, once, with the CA hash the
+   * joining agent must pin.
+   */
+  createBootstrapToken: handleUnaryCall<CreateBootstrapTokenRequest, CreateBootstrapTokenResponse>;
+  /** Lists bootstrap tokens (never the tokens themselves), newest first. */
+  listBootstrapTokens: handleUnaryCall<ListBootstrapTokensRequest, ListBootstrapTokensResponse>;
+  /** Revokes a bootstrap token: joins with it are refused from then on. Idempotent. */
+  revokeBootstrapToken: handleUnaryCall<RevokeBootstrapTokenRequest, RevokeBootstrapTokenResponse>;
+  /** Lists workers in id order, paginated. */
+  listWorkers: handleUnaryCall<ListWorkersRequest, ListWorkersResponse>;
+  /** Returns one worker. */
+  getWorker: handleUnaryCall<GetWorkerRequest, GetWorkerResponse>;
+  /**
+   * Blocks a worker: revokes every certificate it holds and the token it joined with, ends its
+   * lease and closes its open streams on every replica. Terminal. Idempotent.
+   */
+  blockWorker: handleUnaryCall<BlockWorkerRequest, BlockWorkerResponse>;
+  /**
+   * Retires a worker gracefully: revokes its certificates and ends its lease. Terminal; the
+   * host may join again with a new token. Idempotent.
+   */
+  deregisterWorker: handleUnaryCall<DeregisterWorkerRequest, DeregisterWorkerResponse>;
+  /**
+   * Signs a client certificate for a service identity: SAN citadel://service/<user_id>, so the
+   * service authenticates over mutual TLS as that user (role and limits included).
+   */
+  issueServiceCertificate: handleUnaryCall<IssueServiceCertificateRequest, IssueServiceCertificateResponse>;
+  /** Revokes a service certificate by serial: it is refused at once on every replica. */
+  revokeServiceCertificate: handleUnaryCall<RevokeServiceCertificateRequest, RevokeServiceCertificateResponse>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -1800,6 +3569,162 @@ export interface AdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RevokeApiKeyResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Creates a bootstrap token for joining workers and returns it, once, with the CA hash the
+   * joining agent must pin.
+   */
+  createBootstrapToken(
+    request: CreateBootstrapTokenRequest,
+    callback: (error: ServiceError | null, response: CreateBootstrapTokenResponse) => void,
+  ): ClientUnaryCall;
+  createBootstrapToken(
+    request: CreateBootstrapTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateBootstrapTokenResponse) => void,
+  ): ClientUnaryCall;
+  createBootstrapToken(
+    request: CreateBootstrapTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateBootstrapTokenResponse) => void,
+  ): ClientUnaryCall;
+  /** Lists bootstrap tokens (never the tokens themselves), newest first. */
+  listBootstrapTokens(
+    request: ListBootstrapTokensRequest,
+    callback: (error: ServiceError | null, response: ListBootstrapTokensResponse) => void,
+  ): ClientUnaryCall;
+  listBootstrapTokens(
+    request: ListBootstrapTokensRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListBootstrapTokensResponse) => void,
+  ): ClientUnaryCall;
+  listBootstrapTokens(
+    request: ListBootstrapTokensRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListBootstrapTokensResponse) => void,
+  ): ClientUnaryCall;
+  /** Revokes a bootstrap token: joins with it are refused from then on. Idempotent. */
+  revokeBootstrapToken(
+    request: RevokeBootstrapTokenRequest,
+    callback: (error: ServiceError | null, response: RevokeBootstrapTokenResponse) => void,
+  ): ClientUnaryCall;
+  revokeBootstrapToken(
+    request: RevokeBootstrapTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RevokeBootstrapTokenResponse) => void,
+  ): ClientUnaryCall;
+  revokeBootstrapToken(
+    request: RevokeBootstrapTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RevokeBootstrapTokenResponse) => void,
+  ): ClientUnaryCall;
+  /** Lists workers in id order, paginated. */
+  listWorkers(
+    request: ListWorkersRequest,
+    callback: (error: ServiceError | null, response: ListWorkersResponse) => void,
+  ): ClientUnaryCall;
+  listWorkers(
+    request: ListWorkersRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListWorkersResponse) => void,
+  ): ClientUnaryCall;
+  listWorkers(
+    request: ListWorkersRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListWorkersResponse) => void,
+  ): ClientUnaryCall;
+  /** Returns one worker. */
+  getWorker(
+    request: GetWorkerRequest,
+    callback: (error: ServiceError | null, response: GetWorkerResponse) => void,
+  ): ClientUnaryCall;
+  getWorker(
+    request: GetWorkerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetWorkerResponse) => void,
+  ): ClientUnaryCall;
+  getWorker(
+    request: GetWorkerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetWorkerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Blocks a worker: revokes every certificate it holds and the token it joined with, ends its
+   * lease and closes its open streams on every replica. Terminal. Idempotent.
+   */
+  blockWorker(
+    request: BlockWorkerRequest,
+    callback: (error: ServiceError | null, response: BlockWorkerResponse) => void,
+  ): ClientUnaryCall;
+  blockWorker(
+    request: BlockWorkerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BlockWorkerResponse) => void,
+  ): ClientUnaryCall;
+  blockWorker(
+    request: BlockWorkerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BlockWorkerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Retires a worker gracefully: revokes its certificates and ends its lease. Terminal; the
+   * host may join again with a new token. Idempotent.
+   */
+  deregisterWorker(
+    request: DeregisterWorkerRequest,
+    callback: (error: ServiceError | null, response: DeregisterWorkerResponse) => void,
+  ): ClientUnaryCall;
+  deregisterWorker(
+    request: DeregisterWorkerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeregisterWorkerResponse) => void,
+  ): ClientUnaryCall;
+  deregisterWorker(
+    request: DeregisterWorkerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeregisterWorkerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Signs a client certificate for a service identity: SAN citadel://service/<user_id>, so the
+   * service authenticates over mutual TLS as that user (role and limits included).
+   */
+  issueServiceCertificate(
+    request: IssueServiceCertificateRequest,
+    callback: (error: ServiceError | null, response: IssueServiceCertificateResponse) => void,
+  ): ClientUnaryCall;
+  issueServiceCertificate(
+    request: IssueServiceCertificateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: IssueServiceCertificateResponse) => void,
+  ): ClientUnaryCall;
+  issueServiceCertificate(
+    request: IssueServiceCertificateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: IssueServiceCertificateResponse) => void,
+  ): ClientUnaryCall;
+  /** Revokes a service certificate by serial: it is refused at once on every replica. */
+  revokeServiceCertificate(
+    request: RevokeServiceCertificateRequest,
+    callback: (error: ServiceError | null, response: RevokeServiceCertificateResponse) => void,
+  ): ClientUnaryCall;
+  revokeServiceCertificate(
+    request: RevokeServiceCertificateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RevokeServiceCertificateResponse) => void,
+  ): ClientUnaryCall;
+  revokeServiceCertificate(
+    request: RevokeServiceCertificateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RevokeServiceCertificateResponse) => void,
   ): ClientUnaryCall;
 }
 
