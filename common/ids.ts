@@ -13,6 +13,19 @@ export function randomBase32(n: number): string {
   return out;
 }
 
+const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+
+/** `n` uniform base62 characters from a CSPRNG (rejection sampling keeps them uniform). */
+export function randomBase62(n: number): string {
+  let out = '';
+  while (out.length < n) {
+    for (const byte of randomBytes(n + 16)) {
+      if (byte < 248 && out.length < n) out += BASE62[byte % 62];
+    }
+  }
+  return out;
+}
+
 /** A new task id: `t_` + 16 base32 characters (80 bits). */
 export function newTaskId(): string {
   return `t_${randomBase32(16)}`;

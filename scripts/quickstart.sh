@@ -34,6 +34,7 @@ done
 host=127.0.0.1
 port=7443
 metrics_port=9464
+worker_port=7444
 data_dir=$repo/.citadel/quickstart
 log=$data_dir/server.log
 ready_timeout_s=60
@@ -162,7 +163,7 @@ bash scripts/setup.sh
 say "building (npm run build)"
 npm run build --silent
 
-for p in "$port" "$metrics_port"; do
+for p in "$port" "$worker_port" "$metrics_port"; do
   if port_busy "$p"; then
     fail "port $p on $host is already in use (another citadel-server or quickstart?); stop it first"
   fi
@@ -178,6 +179,7 @@ mkdir -m 700 "$data_dir"
 setsid node dist/server/main.js \
   --data-dir "$data_dir" \
   --listen "$host:$port" \
+  --worker-listen "$host:$worker_port" \
   --metrics-addr "$host:$metrics_port" \
   >"$log" </dev/null &
 server_pid=$!

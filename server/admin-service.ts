@@ -14,7 +14,9 @@ import type { ApiKey } from '../gen/citadel/v1/admin.js';
 import type { AdminServiceServer } from '../gen/citadel/v1/admin_service.js';
 import { generateApiKey, type ApiKeyRecord } from './api-keys.js';
 import { keys } from './keys.js';
-import { unary, type Principal, type RpcDeps } from './rpc.js';
+import { configChange, description } from './admin-common.js';
+import { unary, type Principal } from './rpc.js';
+import { workerAdmin, type WorkerAdminDeps } from './worker-admin.js';
 import { Tx, type AuditEvent, type Store, type Versioned } from './store.js';
 import {
   UPDATABLE_USER_PATHS,
@@ -27,28 +29,7 @@ import {
 
 const ALL_USER_PATHS = UPDATABLE_USER_PATHS.filter((p) => p !== 'role');
 
-/** The audit record of an admin change: who, with which credential, and what. */
-function configChange(
-  principal: Principal,
-  action: string,
-  details: AuditEvent['details'],
-): AuditEvent {
-  return {
-    eventType: 'configuration_change',
-    action,
-    result: 'success',
-    userId: principal.userId,
-    ipAddress: principal.ipAddress,
-    details: { ...details, auth_method: principal.method, credential_id: principal.credentialId },
-  };
-}
-
-function description(text: string): string {
-  if (text.length > 200) throw new InvalidArgumentError('description', 'is over 200 characters');
-  return text;
-}
-
-export function adminService(deps: RpcDeps): AdminServiceServer {
+export function adminService(deps: WorkerAdminDeps): AdminServiceServer {
   const store: Store = deps.store;
 
   const readUser = async (id: string, field = 'id'): Promise<Versioned<UserRecord>> => {
@@ -92,6 +73,7 @@ export function adminService(deps: RpcDeps): AdminServiceServer {
   };
 
   return {
+    ...workerAdmin(deps),
     createUser: unary(deps, 'AdminService/CreateUser', async (req, { principal }) => {
       if (!req.user) throw new InvalidArgumentError('user', 'is required');
       const id = validateUserId(req.user.id);

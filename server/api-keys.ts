@@ -3,14 +3,14 @@
  * `apikeys/`. Every replica holds the table in memory (a WatchedTable), so revocation takes
  * effect everywhere as soon as it is committed.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
+import { randomBase62 } from '../common/ids.js';
 import { keys } from './keys.js';
 import { Tx, type Store } from './store.js';
 import { WatchedTable } from './watched-table.js';
 
 export const API_KEY_PREFIX = 'sk_live_';
-const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 
 /** What is stored for a key; never the key itself. */
 export interface ApiKeyRecord {
@@ -27,14 +27,7 @@ export interface ApiKeyRecord {
 
 /** A fresh random key (shown once) and its stored hash. */
 export function generateApiKey(): { key: string; hashHex: string } {
-  // Rejection sampling keeps every base62 character uniform.
-  let body = '';
-  while (body.length < 43) {
-    for (const byte of randomBytes(64)) {
-      if (byte < 248 && body.length < 43) body += ALPHABET[byte % 62];
-    }
-  }
-  const key = API_KEY_PREFIX + body;
+  const key = API_KEY_PREFIX + randomBase62(43);
   return { key, hashHex: hashApiKey(key) };
 }
 

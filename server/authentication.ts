@@ -1,14 +1,19 @@
 /**
- * Authentication: turns `authorization: Bearer ...` into a principal, or refuses. A bearer that
- * starts with `sk_live_` is an API key (looked up by hash); any other is an OAuth 2.0 JWT when
- * a JWKS is configured. `sub` names the user; the token's role claim, when present, is the
- * role for the call. Every refusal is recorded by the AuthFailureGuard (audited, throttled).
+ * Authentication: turns a service's client certificate or `authorization: Bearer ...` into a
+ * principal, or refuses. A certificate with SAN `citadel://service/<user>` authenticates as that
+ * user while its serial stays registered and unrevoked; worker certificates are never users. A
+ * bearer that starts with `sk_live_` is an API key (looked up by hash); any other is an OAuth
+ * 2.0 JWT when a JWKS is configured. `sub` names the user; the token's role claim, when
+ * present, can narrow the role for the call. Every refusal is recorded by the AuthFailureGuard
+ * (audited, throttled).
  */
 import type { Metadata } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { UnauthenticatedError } from '../common/errors.js';
 import { API_KEY_PREFIX, hashApiKey, type ApiKeyTable, type KeyUsage } from './api-keys.js';
 import type { AuthFailureGuard } from './auth-failures.js';
+import type { CertRegistry } from './cert-registry.js';
+import { peerAddress, type PeerIdentity } from './peer-certificate.js';
 import type { JwtVerifier } from './jwt-verifier.js';
 import { keys } from './keys.js';
 import { Tx, type Actor, type Store } from './store.js';
@@ -27,9 +32,11 @@ export interface Principal extends Actor {
   user: UserRecord;
   role: RoleName;
   /** How the caller proved who they are. */
-  method: 'api_key' | 'jwt';
-  /** API key id, or the token's `jti` (or "-"). */
+  method: 'api_key' | 'jwt' | 'mtls';
+  /** API key id, the token's `jti` (or "-"), or the certificate's serial. */
   credentialId: string;
+  /** Serial of the service certificate, to re-check it while a stream stays open. */
+  certSerial?: string;
   /** SHA-256 of the presented API key, to re-check it while a stream stays open. */
   credentialHash?: string;
   /** The stored user record as authenticated; a stream ends if it changes role or scope. */
@@ -43,6 +50,7 @@ const ROLES: readonly RoleName[] = ['admin', 'scheduler', 'executor', 'viewer'];
 export interface AuthenticatorDeps {
   apiKeys: ApiKeyTable;
   users: UserTable;
+  certs: CertRegistry;
   keyUsage: KeyUsage;
   failures: AuthFailureGuard;
   store: Store;
@@ -59,9 +67,34 @@ export class Authenticator {
   /**
    * @throws UnauthenticatedError, or AuthThrottledError once the peer or credential is throttled.
    */
-  async authenticate(metadata: Metadata, peer: string): Promise<Principal> {
+  async authenticate(
+    metadata: Metadata,
+    peer: string,
+    identity: PeerIdentity = { kind: 'none' },
+  ): Promise<Principal> {
     const ipAddress = peerAddress(peer);
     const values = metadata.get('authorization');
+    if (identity.kind === 'worker') {
+      this.refuse(
+        ipAddress,
+        'mtls',
+        'worker_certificate',
+        'a worker certificate is not a user: workers call the worker endpoint only',
+        identity.serial,
+      );
+    }
+    if (identity.kind === 'service') {
+      if (values.length > 0) {
+        this.refuse(
+          ipAddress,
+          'mtls',
+          'ambiguous_credentials',
+          'present a service certificate or an authorization header, not both',
+          identity.serial,
+        );
+      }
+      return this.service(identity.subject, identity.serial, ipAddress);
+    }
     if (values.length !== 1 || typeof values[0] !== 'string') {
       this.refuse(
         ipAddress,
@@ -95,6 +128,12 @@ export class Authenticator {
     ) {
       return false;
     }
+    if (
+      principal.certSerial !== undefined &&
+      !this.deps.certs.accepts(principal.certSerial, 'service', principal.userId, now)
+    ) {
+      return false;
+    }
     if (principal.expiresAt !== undefined && now >= principal.expiresAt) return false;
     const user = this.deps.users.get(principal.userId);
     return (
@@ -102,6 +141,40 @@ export class Authenticator {
       user.role === principal.stored.role &&
       user.taskScope === principal.stored.taskScope
     );
+  }
+
+  private service(userId: string, serial: string, ipAddress: string): Principal {
+    const cert = this.deps.certs.get(serial);
+    if (!cert || !this.deps.certs.accepts(serial, 'service', userId)) {
+      this.refuse(
+        ipAddress,
+        'mtls',
+        'certificate_revoked',
+        'this service certificate is revoked, expired or unknown',
+        serial,
+      );
+    }
+    const user = this.deps.users.get(userId);
+    if (!user?.enabled) {
+      this.refuse(
+        ipAddress,
+        'mtls',
+        'user_disabled',
+        'the user of this service certificate is disabled or gone',
+        serial,
+      );
+    }
+    return {
+      userId: user.id,
+      user,
+      stored: user,
+      role: user.role,
+      method: 'mtls',
+      credentialId: serial,
+      certSerial: serial,
+      expiresAt: cert.notAfter,
+      ipAddress,
+    };
   }
 
   private apiKey(key: string, ipAddress: string): Principal {
@@ -250,10 +323,4 @@ export class Authenticator {
     this.deps.failures.fail({ peer: ipAddress, method, reason, credential });
     throw new UnauthenticatedError(message);
   }
-}
-
-/** `ipv4:1.2.3.4:5678` or `ipv6:[::1]:5678` -> the address alone. */
-function peerAddress(peer: string): string {
-  const m = /^(?:ipv4:|ipv6:)?\[?([^\]]+?)\]?:\d+$/.exec(peer);
-  return m ? m[1]! : peer;
 }

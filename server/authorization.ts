@@ -2,7 +2,9 @@
  * Authorization, in one place: every RPC names the permission it needs (RPC_PERMISSIONS), and
  * every role grants a fixed set of permissions (ROLE_PERMISSIONS). The RPC wrapper checks it
  * before any handler runs; task ownership (a user's task scope) is applied by the handlers
- * with `canSeeTask`. docs/security.md explains the table.
+ * with `canSeeTask`. docs/security.md explains the table. Two services are outside it because
+ * their callers are not users: JoinService (authenticated by the bootstrap token in the
+ * request) and WorkerService (by the worker's client certificate, on the worker endpoint).
  */
 import { PermissionDeniedError } from '../common/errors.js';
 import type { RoleName, UserRecord } from './users.js';
@@ -33,6 +35,15 @@ export const RPC_PERMISSIONS = {
   'AdminService/CreateApiKey': 'admin',
   'AdminService/ListApiKeys': 'admin',
   'AdminService/RevokeApiKey': 'admin',
+  'AdminService/CreateBootstrapToken': 'admin',
+  'AdminService/ListBootstrapTokens': 'admin',
+  'AdminService/RevokeBootstrapToken': 'admin',
+  'AdminService/ListWorkers': 'admin',
+  'AdminService/GetWorker': 'admin',
+  'AdminService/BlockWorker': 'admin',
+  'AdminService/DeregisterWorker': 'admin',
+  'AdminService/IssueServiceCertificate': 'admin',
+  'AdminService/RevokeServiceCertificate': 'admin',
 } as const satisfies Record<string, Permission>;
 
 export type RpcName = keyof typeof RPC_PERMISSIONS;

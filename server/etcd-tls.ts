@@ -176,7 +176,7 @@ async function issueSet(files: Paths): Promise<void> {
   const client = await issueClientCert(ca, {
     uri: ETCD_CLIENT_URI,
     commonName: 'citadel-server',
-    validityDays: LEAF_VALIDITY_DAYS,
+    validityMs: LEAF_VALIDITY_DAYS * 24 * 60 * 60 * 1000,
   });
   await writePrivateFile(files.serverKey, server.keyPem);
   await writePrivateFile(files.serverCert, server.certPem);

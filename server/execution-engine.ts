@@ -86,7 +86,7 @@ export class ExecutionEngine {
         .expect(exec.key, exec.modRevision)
         .putJson(exec.key, next)
         .delete(keys.queue(exec.value.priority, exec.value.scheduledAt, id))
-        .putJson(keys.inflight(id), { deadlineMs: now + next.timeoutMs });
+        .putJson(keys.inflight(id), { deadlineMs: now + next.timeoutMs, workerId });
       tx.record({
         eventType: 'execution_assigned',
         action: 'assign',
@@ -117,7 +117,10 @@ export class ExecutionEngine {
       const tx = new Tx()
         .expect(exec.key, exec.modRevision)
         .putJson(exec.key, next)
-        .putJson(keys.inflight(id), { deadlineMs: now + next.timeoutMs });
+        .putJson(keys.inflight(id), {
+          deadlineMs: now + next.timeoutMs,
+          workerId: exec.value.workerId,
+        });
       tx.record({
         eventType: 'task_execution',
         action: 'start',

@@ -38,6 +38,18 @@ export const keys = {
   inflightPrefix: 'inflight/',
   inflight: (executionId: string) => `inflight/${executionId}`,
   leaderPrefix: 'leader/',
+  bootstrapTokenPrefix: 'bootstrap-tokens/',
+  bootstrapToken: (hashHex: string) => `bootstrap-tokens/${hashHex}`,
+  /** Token id -> hash of the token, to revoke by id. */
+  bootstrapTokenId: (tokenId: string) => `bootstrap-token-ids/${tokenId}`,
+  workerPrefix: 'workers/',
+  worker: (workerId: string) => `workers/${workerId}`,
+  /** The registry of issued client certificates (workers and services), by serial. */
+  certPrefix: 'certs/',
+  cert: (serialHex: string) => `certs/${serialHex}`,
+  /** A worker's liveness key, written under the worker's own etcd lease. */
+  livePrefix: 'live/',
+  live: (workerId: string) => `live/${workerId}`,
   auditPrefix: 'audit/',
 } as const;
 

@@ -15,6 +15,13 @@ import { CitadelServer } from './server.js';
 import { compileServerOptions, type ServerOptionsInput } from './server-options.js';
 
 const CONFIG_KEYS = new Set([
+  'workerListen',
+  'workerCertTtl',
+  'heartbeatInterval',
+  'workerLeaseTtlSeconds',
+  'heartbeatMaxSkew',
+  'heartbeatRefusalLimit',
+  'heartbeatRefusalWindow',
   'dataDir',
   'listen',
   'etcdEndpoints',
@@ -111,6 +118,21 @@ function readConfigFile(file: string): ServerOptionsInput {
   if (raw.jwtAutoProvision !== undefined) out.jwtAutoProvision = raw.jwtAutoProvision === true;
   const afw = str('authFailureWindow');
   if (afw !== undefined) out.authFailureWindowMs = parseDuration(afw, `${file}: authFailureWindow`);
+  out.workerListen = str('workerListen');
+  const durationKey = (k: string) => {
+    const v = str(k);
+    return v === undefined ? undefined : parseDuration(v, `${file}: ${k}`);
+  };
+  out.workerCertTtlMs = durationKey('workerCertTtl');
+  out.heartbeatIntervalMs = durationKey('heartbeatInterval');
+  out.heartbeatMaxSkewMs = durationKey('heartbeatMaxSkew');
+  out.heartbeatRefusalWindowMs = durationKey('heartbeatRefusalWindow');
+  if (raw.workerLeaseTtlSeconds !== undefined) {
+    out.workerLeaseTtlSeconds = Number(raw.workerLeaseTtlSeconds);
+  }
+  if (raw.heartbeatRefusalLimit !== undefined) {
+    out.heartbeatRefusalLimit = Number(raw.heartbeatRefusalLimit);
+  }
   return Object.fromEntries(Object.entries(out).filter(([, v]) => v !== undefined));
 }
 
@@ -141,6 +163,13 @@ interface Flags {
   jwtRoleClaim?: string;
   jwtLeeway?: number;
   jwtAutoProvision?: boolean;
+  workerListen?: string;
+  workerCertTtl?: number;
+  heartbeatInterval?: number;
+  workerLeaseTtl?: number;
+  heartbeatMaxSkew?: number;
+  heartbeatRefusalLimit?: number;
+  heartbeatRefusalWindow?: number;
 }
 
 async function main(): Promise<void> {
@@ -219,7 +248,36 @@ async function main(): Promise<void> {
     .option('--jwt-leeway <seconds>', 'clock skew allowed on exp/nbf (default 30)', (v) =>
       Number(v),
     )
-    .option('--jwt-auto-provision', 'create unknown token subjects as viewers');
+    .option('--jwt-auto-provision', 'create unknown token subjects as viewers')
+    .option('--worker-listen <host:port>', 'worker endpoint, mutual TLS (default "127.0.0.1:7444")')
+    .option(
+      '--worker-cert-ttl <duration>',
+      'lifetime of worker certificates (default 1h)',
+      duration('--worker-cert-ttl'),
+    )
+    .option(
+      '--heartbeat-interval <duration>',
+      'how often agents send heartbeats (default 2s)',
+      duration('--heartbeat-interval'),
+    )
+    .option('--worker-lease-ttl <seconds>', 'worker lease TTL, 2-300 (default 10)', (v) =>
+      Number(v),
+    )
+    .option(
+      '--heartbeat-max-skew <duration>',
+      'clock skew allowed on heartbeat send times (default 30s)',
+      duration('--heartbeat-max-skew'),
+    )
+    .option(
+      '--heartbeat-refusal-limit <n>',
+      'refused heartbeats in the window that block a worker (default 5)',
+      (v) => Number(v),
+    )
+    .option(
+      '--heartbeat-refusal-window <duration>',
+      'window of that limit (default 1m)',
+      duration('--heartbeat-refusal-window'),
+    );
   program.parse();
   const flags = program.opts<Flags>();
 
@@ -251,6 +309,13 @@ async function main(): Promise<void> {
       jwtRoleClaim: flags.jwtRoleClaim,
       jwtLeewaySeconds: flags.jwtLeeway,
       jwtAutoProvision: flags.jwtAutoProvision,
+      workerListen: flags.workerListen,
+      workerCertTtlMs: flags.workerCertTtl,
+      heartbeatIntervalMs: flags.heartbeatInterval,
+      workerLeaseTtlSeconds: flags.workerLeaseTtl,
+      heartbeatMaxSkewMs: flags.heartbeatMaxSkew,
+      heartbeatRefusalLimit: flags.heartbeatRefusalLimit,
+      heartbeatRefusalWindowMs: flags.heartbeatRefusalWindow,
     }).filter(([, v]) => v !== undefined),
   );
   const options = compileServerOptions({

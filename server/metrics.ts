@@ -29,6 +29,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly securityAlerts = new Counter({
+    name: 'citadel_security_alerts_total',
+    help: 'Security alerts raised, by kind (e.g. a worker blocked after heartbeat refusals).',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly heartbeats = new Counter({
+    name: 'citadel_worker_heartbeats_total',
+    help: 'Worker heartbeats handled, by result (accepted or the refusal reason).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'citadel_' });
   }

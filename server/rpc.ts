@@ -36,6 +36,7 @@ import type { Authenticator, Principal } from './authentication.js';
 import { authorize, type RpcName } from './authorization.js';
 import { AuthThrottledError } from './auth-failures.js';
 import type { Metrics } from './metrics.js';
+import { peerIdentity } from './peer-certificate.js';
 import { Tx, type Store } from './store.js';
 import type { UserTable } from './users.js';
 
@@ -115,21 +116,33 @@ function authorizeCall(deps: RpcDeps, principal: Principal, rpc: RpcName): void 
 }
 
 /** Authenticates the caller of `call` and checks its permission for `method`. */
-async function admit(
-  deps: RpcDeps,
-  call: { metadata: Metadata; getPeer(): string },
-  method: RpcName,
-): Promise<Principal> {
-  const principal = await deps.authenticator.authenticate(call.metadata, call.getPeer());
+async function admit(deps: RpcDeps, call: AuthenticatedCall, method: RpcName): Promise<Principal> {
+  const principal = await deps.authenticator.authenticate(
+    call.metadata,
+    call.getPeer(),
+    peerIdentity(call),
+  );
   authorizeCall(deps, principal, method);
   return principal;
 }
 
-/** Wraps a unary handler with authentication, metrics and error translation. */
-export function unary<Req, Res>(
-  deps: RpcDeps,
-  method: RpcName,
-  handler: (request: Req, ctx: RpcContext, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
+/** What the wrappers need of a call to authenticate its caller. */
+export type AuthenticatedCall = Pick<ServerUnaryCall<unknown, unknown>, 'metadata' | 'getPeer'> & {
+  getAuthContext(): ReturnType<ServerUnaryCall<unknown, unknown>['getAuthContext']>;
+};
+
+/** Proves who the caller is, or throws (UnauthenticatedError and the like). */
+export type Admission<P> = (call: AuthenticatedCall) => Promise<P>;
+
+/**
+ * Wraps a unary handler: `admission` runs first (a refusal never reaches the handler), then
+ * the handler; metrics are recorded and errors translated once, here.
+ */
+export function unaryWith<P, Req, Res>(
+  deps: Pick<RpcDeps, 'logger' | 'metrics'>,
+  method: string,
+  admission: Admission<P>,
+  handler: (request: Req, ctx: { principal: P }, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const end = deps.metrics.rpcSeconds.startTimer({ method });
@@ -139,7 +152,7 @@ export function unary<Req, Res>(
       if (err) callback(err);
       else callback(null, res);
     };
-    admit(deps, call, method).then(
+    admission(call).then(
       (principal) =>
         handler(call.request, { principal }, call).then(
           (res) => done(null, res),
@@ -154,10 +167,15 @@ export function unary<Req, Res>(
 }
 
 /** Wraps a server-streaming handler the same way; the handler resolves when the stream ends. */
-export function serverStream<Req, Res>(
-  deps: RpcDeps,
-  method: RpcName,
-  handler: (request: Req, ctx: RpcContext, call: ServerWritableStream<Req, Res>) => Promise<void>,
+export function serverStreamWith<P, Req, Res>(
+  deps: Pick<RpcDeps, 'logger' | 'metrics'>,
+  method: string,
+  admission: Admission<P>,
+  handler: (
+    request: Req,
+    ctx: { principal: P },
+    call: ServerWritableStream<Req, Res>,
+  ) => Promise<void>,
 ): handleServerStreamingCall<Req, Res> {
   return (call) => {
     const finish = (err: unknown) => {
@@ -165,7 +183,7 @@ export function serverStream<Req, Res>(
       deps.metrics.rpcTotal.inc({ method, code: status[s.code ?? status.INTERNAL] });
       call.emit('error', s);
     };
-    admit(deps, call, method).then(
+    admission(call).then(
       (principal) =>
         handler(call.request, { principal }, call).then(() => {
           deps.metrics.rpcTotal.inc({ method, code: 'OK' });
@@ -174,4 +192,22 @@ export function serverStream<Req, Res>(
       finish,
     );
   };
+}
+
+/** A unary handler of the user-facing API: authenticated and authorized for `method`. */
+export function unary<Req, Res>(
+  deps: RpcDeps,
+  method: RpcName,
+  handler: (request: Req, ctx: RpcContext, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
+): handleUnaryCall<Req, Res> {
+  return unaryWith(deps, method, (call) => admit(deps, call, method), handler);
+}
+
+/** A server-streaming handler of the user-facing API, admitted like `unary`. */
+export function serverStream<Req, Res>(
+  deps: RpcDeps,
+  method: RpcName,
+  handler: (request: Req, ctx: RpcContext, call: ServerWritableStream<Req, Res>) => Promise<void>,
+): handleServerStreamingCall<Req, Res> {
+  return serverStreamWith(deps, method, (call) => admit(deps, call, method), handler);
 }

@@ -58,6 +58,20 @@ export interface ServerOptions {
   jwtLeewaySeconds: number;
   /** Create unknown token subjects as viewers. @default false */
   jwtAutoProvision: boolean;
+  /** Address of the worker endpoint (mutual TLS only). @default "127.0.0.1:7444" */
+  workerListen: string;
+  /** Lifetime of worker certificates (10 s to 30 days). @default 3600000 */
+  workerCertTtlMs: number;
+  /** How often agents send heartbeats (100 ms to 1 min). @default 2000 */
+  heartbeatIntervalMs: number;
+  /** A worker's lease TTL in seconds (2-300); must exceed two heartbeat intervals. @default 10 */
+  workerLeaseTtlSeconds: number;
+  /** Largest difference allowed between a heartbeat's send time and the server's clock. @default 30000 */
+  heartbeatMaxSkewMs: number;
+  /** Refused heartbeats of one worker within the window that block it. @default 5 */
+  heartbeatRefusalLimit: number;
+  /** That window. @default 60000 */
+  heartbeatRefusalWindowMs: number;
 }
 
 export type ServerOptionsInput = Partial<ServerOptions>;
@@ -111,6 +125,13 @@ export function compileServerOptions(input: ServerOptionsInput): Readonly<Server
     jwtRoleClaim: input.jwtRoleClaim ?? 'citadel_role',
     jwtLeewaySeconds: input.jwtLeewaySeconds ?? 30,
     jwtAutoProvision: input.jwtAutoProvision ?? false,
+    workerListen: input.workerListen ?? '127.0.0.1:7444',
+    workerCertTtlMs: input.workerCertTtlMs ?? 3_600_000,
+    heartbeatIntervalMs: input.heartbeatIntervalMs ?? 2000,
+    workerLeaseTtlSeconds: input.workerLeaseTtlSeconds ?? 10,
+    heartbeatMaxSkewMs: input.heartbeatMaxSkewMs ?? 30_000,
+    heartbeatRefusalLimit: input.heartbeatRefusalLimit ?? 5,
+    heartbeatRefusalWindowMs: input.heartbeatRefusalWindowMs ?? 60_000,
   };
   if (o.dataDir === '') throw new ConfigError('--data-dir', 'must not be empty');
   parseHostPort(o.listen, '--listen');
@@ -146,6 +167,19 @@ export function compileServerOptions(input: ServerOptionsInput): Readonly<Server
   if (!/^[A-Za-z0-9_:./-]{1,100}$/.test(o.jwtRoleClaim)) {
     throw new ConfigError('--jwt-role-claim', 'must be a claim name');
   }
+  parseHostPort(o.workerListen, '--worker-listen');
+  intInRange(o.workerCertTtlMs, '--worker-cert-ttl', 10_000, 30 * 86_400_000);
+  intInRange(o.heartbeatIntervalMs, '--heartbeat-interval', 100, 60_000);
+  intInRange(o.workerLeaseTtlSeconds, '--worker-lease-ttl', 2, 300);
+  if (o.workerLeaseTtlSeconds * 1000 < 2 * o.heartbeatIntervalMs) {
+    throw new ConfigError(
+      '--worker-lease-ttl',
+      'must be at least two heartbeat intervals, or one late heartbeat deregisters a worker',
+    );
+  }
+  intInRange(o.heartbeatMaxSkewMs, '--heartbeat-max-skew', 1000, 3_600_000);
+  intInRange(o.heartbeatRefusalLimit, '--heartbeat-refusal-limit', 1, 1_000_000);
+  intInRange(o.heartbeatRefusalWindowMs, '--heartbeat-refusal-window', 1000, 86_400_000);
   if (!LOG_LEVELS.includes(o.logLevel)) {
     throw new ConfigError('--log-level', `must be one of ${LOG_LEVELS.join(', ')}`);
   }

@@ -19,7 +19,9 @@ import type { Logger } from 'pino';
 import { ConfigError } from '../common/errors.js';
 import { randomBase32 } from '../common/ids.js';
 import { AdminServiceService } from '../gen/citadel/v1/admin_service.js';
+import { JoinServiceService } from '../gen/citadel/v1/join_service.js';
 import { TaskServiceService } from '../gen/citadel/v1/task_service.js';
+import { WorkerServiceService } from '../gen/citadel/v1/worker_service.js';
 import { adminService } from './admin-service.js';
 import { ApiKeyTable, KeyUsage } from './api-keys.js';
 import { AuthFailureGuard } from './auth-failures.js';
@@ -39,6 +41,14 @@ import { taskService } from './task-service.js';
 import { TimeoutWatcher } from './timeout-watcher.js';
 import { UserTable } from './users.js';
 import { caFingerprint, issueServerCert } from './tls/ca.js';
+import { publicApiCredentials, workerEndpointCredentials } from './tls/server-credentials.js';
+import { CertRegistry } from './cert-registry.js';
+import { HeartbeatVerifier } from './heartbeat-verifier.js';
+import { joinService } from './join-service.js';
+import { WorkerLiveness } from './worker-liveness.js';
+import { WorkerReaper } from './worker-reaper.js';
+import { workerService } from './worker-service.js';
+import { WorkerTable } from './workers.js';
 
 type EtcdCredentials = NonNullable<IOptions['credentials']>;
 
@@ -82,8 +92,13 @@ export class CitadelServer {
     /** Set only on the replica that created the cluster. */
     readonly adminKey: string | undefined,
     readonly metricsPort: number | undefined,
+    /** Port of the mutual-TLS worker endpoint. */
+    readonly workerPort: number,
     private readonly parts: {
       grpc: Server;
+      workerGrpc: Server;
+      liveness: WorkerLiveness;
+      tables: { stop(): Promise<void> }[];
       health: HealthImplementation;
       shutdown: AbortController;
       apiKeys: ApiKeyTable;
@@ -167,7 +182,10 @@ export class CitadelServer {
     const metrics = new Metrics();
     const apiKeys = new ApiKeyTable(store, logger);
     const users = new UserTable(store, logger);
-    await Promise.all([apiKeys.start(), users.start()]);
+    const certs = new CertRegistry(store, logger);
+    const workers = new WorkerTable(store, logger);
+    const tables = [apiKeys, users, certs, workers];
+    await Promise.all(tables.map((t) => t.start()));
     try {
       return await CitadelServer.serve(options, logger, {
         store,
@@ -177,11 +195,13 @@ export class CitadelServer {
         metrics,
         apiKeys,
         users,
+        certs,
+        workers,
         client,
         etcd,
       });
     } catch (err) {
-      await Promise.all([apiKeys.stop(), users.stop()]);
+      await Promise.all(tables.map((t) => t.stop()));
       throw err;
     }
   }
@@ -198,12 +218,20 @@ export class CitadelServer {
       metrics: Metrics;
       apiKeys: ApiKeyTable;
       users: UserTable;
+      certs: CertRegistry;
+      workers: WorkerTable;
       client: Etcd3;
       etcd: EmbeddedEtcd | undefined;
     },
   ): Promise<CitadelServer> {
     const { store, cluster, caPath, replicaId, metrics, apiKeys, users, client, etcd } = parts;
+    const { certs, workers } = parts;
     const executions = new ExecutionEngine(store);
+    const liveness = new WorkerLiveness({
+      store,
+      ttlSeconds: options.workerLeaseTtlSeconds,
+      logger,
+    });
     const engine = new TaskEngine(store, cluster.keyring, {
       missedRunThresholdMs: options.missedRunThresholdMs,
     });
@@ -214,6 +242,7 @@ export class CitadelServer {
       components: [
         new Scheduler(store, engine, logger, metrics),
         new TimeoutWatcher(store, executions, options.timeoutGraceMs, logger),
+        new WorkerReaper(store, executions, logger),
       ],
       onChange: (leading) => metrics.leader.set(leading ? 1 : 0),
     });
@@ -231,14 +260,16 @@ export class CitadelServer {
             leewaySeconds: options.jwtLeewaySeconds,
           })
         : undefined;
+    const failures = new AuthFailureGuard(store, logger, {
+      maxFailures: options.authFailureLimit,
+      windowMs: options.authFailureWindowMs,
+    });
     const authenticator = new Authenticator({
       apiKeys,
       users,
+      certs,
       keyUsage: new KeyUsage(store, logger),
-      failures: new AuthFailureGuard(store, logger, {
-        maxFailures: options.authFailureLimit,
-        windowMs: options.authFailureWindowMs,
-      }),
+      failures,
       store,
       logger,
       jwt,
@@ -255,9 +286,55 @@ export class CitadelServer {
       executions,
       keyring: cluster.keyring,
       shutdown: shutdown.signal,
+      workers,
+      certs,
+      liveness,
+      ca: cluster.ca,
     };
+    const { host: workerHost, port: workerPortWanted } = parseHostPort(
+      options.workerListen,
+      '--worker-listen',
+    );
+    let workerPort = workerPortWanted;
     grpc.addService(TaskServiceService, taskService(deps));
     grpc.addService(AdminServiceService, adminService(deps));
+    grpc.addService(
+      JoinServiceService,
+      joinService({
+        store,
+        logger,
+        metrics,
+        failures,
+        ca: cluster.ca,
+        workerCertTtlMs: options.workerCertTtlMs,
+        workerPort: () => workerPort,
+        heartbeatIntervalMs: options.heartbeatIntervalMs,
+        leaseTtlMs: options.workerLeaseTtlSeconds * 1000,
+      }),
+    );
+    const workerGrpc = new Server({ 'grpc.max_receive_message_length': 1024 * 1024 });
+    workerGrpc.addService(
+      WorkerServiceService,
+      workerService({
+        store,
+        logger,
+        metrics,
+        workers,
+        certs,
+        liveness,
+        verifier: new HeartbeatVerifier({ maxSkewMs: options.heartbeatMaxSkewMs }),
+        failures,
+        ca: cluster.ca,
+        shutdown: shutdown.signal,
+        options: {
+          workerCertTtlMs: options.workerCertTtlMs,
+          heartbeatIntervalMs: options.heartbeatIntervalMs,
+          leaseTtlMs: options.workerLeaseTtlSeconds * 1000,
+          heartbeatRefusalLimit: options.heartbeatRefusalLimit,
+          heartbeatRefusalWindowMs: options.heartbeatRefusalWindowMs,
+        },
+      }),
+    );
     const health = new HealthImplementation({
       '': 'NOT_SERVING',
       'citadel.v1.TaskService': 'NOT_SERVING',
@@ -269,6 +346,12 @@ export class CitadelServer {
     new ReflectionService({ ...descriptors, ...healthDef }).addToServer(grpc);
 
     const { host, port } = parseHostPort(options.listen, '--listen');
+    const sans = ['localhost', hostname(), ...options.tlsSans];
+    const serving = await issueServerCert(cluster.ca, {
+      commonName: 'citadel-server',
+      dnsNames: [...new Set(sans.filter((s) => isIP(s) === 0))],
+      ipAddresses: [...new Set(['127.0.0.1', '::1', ...sans.filter((s) => isIP(s) !== 0)])],
+    });
     let credentials: ServerCredentials;
     if (options.insecure) {
       logger.warn(
@@ -276,23 +359,26 @@ export class CitadelServer {
       );
       credentials = ServerCredentials.createInsecure();
     } else {
-      const sans = ['localhost', hostname(), ...options.tlsSans];
-      const cert = await issueServerCert(cluster.ca, {
-        commonName: 'citadel-server',
-        dnsNames: [...new Set(sans.filter((s) => isIP(s) === 0))],
-        ipAddresses: [...new Set(['127.0.0.1', '::1', ...sans.filter((s) => isIP(s) !== 0)])],
-      });
-      credentials = ServerCredentials.createSsl(
-        null,
-        [{ private_key: Buffer.from(cert.keyPem), cert_chain: Buffer.from(cert.certPem) }],
-        false,
-      );
+      credentials = publicApiCredentials(serving, cluster.ca.certPem);
     }
-    const bound = await new Promise<number>((resolve, reject) => {
-      grpc.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, credentials, (err, p) =>
-        err ? reject(err) : resolve(p),
+    const bind = (server: Server, h: string, p: number, creds: ServerCredentials) =>
+      new Promise<number>((resolve, reject) => {
+        server.bindAsync(`${h.includes(':') ? `[${h}]` : h}:${p}`, creds, (err, bound) =>
+          err ? reject(err) : resolve(bound),
+        );
+      });
+    const bound = await bind(grpc, host, port, credentials);
+    try {
+      workerPort = await bind(
+        workerGrpc,
+        workerHost,
+        workerPortWanted,
+        workerEndpointCredentials(serving, cluster.ca.certPem),
       );
-    });
+    } catch (err) {
+      grpc.forceShutdown();
+      throw err;
+    }
 
     let metricsServer: HttpServer | undefined;
     let metricsPort: number | undefined;
@@ -301,7 +387,8 @@ export class CitadelServer {
       try {
         ({ server: metricsServer, port: metricsPort } = await metrics.listen(m.host, m.port));
       } catch (err) {
-        grpc.forceShutdown(); // release the API port bound above
+        grpc.forceShutdown(); // release the ports bound above
+        workerGrpc.forceShutdown();
         throw err;
       }
     }
@@ -313,6 +400,7 @@ export class CitadelServer {
     logger.info(
       {
         listen: `${host}:${bound}`,
+        workerListen: `${workerHost}:${workerPort}`,
         tls: !options.insecure,
         caFile: caPath,
         caFingerprint: caFingerprint(cluster.ca.certPem),
@@ -333,8 +421,12 @@ export class CitadelServer {
       executions,
       cluster.adminKey,
       metricsPort,
+      workerPort,
       {
         grpc,
+        workerGrpc,
+        liveness,
+        tables: [apiKeys, users, certs, workers],
         health,
         shutdown,
         apiKeys,
@@ -352,25 +444,28 @@ export class CitadelServer {
    * the shutdown grace), then close etcd connections and stop the embedded etcd.
    */
   async stop(): Promise<void> {
-    const { grpc, health, shutdown, apiKeys, users, client, etcd, metricsServer, logger } =
-      this.parts;
+    const { grpc, workerGrpc, liveness, tables, health, shutdown, client, etcd } = this.parts;
+    const { metricsServer, logger } = this.parts;
     health.setStatus('', 'NOT_SERVING');
     health.setStatus('citadel.v1.TaskService', 'NOT_SERVING');
     health.setStatus('citadel.v1.AdminService', 'NOT_SERVING');
     // etcd may hang rather than fail: no step of shutdown waits on it past the grace period.
     await withDeadline(this.election.stop(), this.options.shutdownGraceMs);
     shutdown.abort(); // ends open watch streams, which would otherwise hold tryShutdown open
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        grpc.forceShutdown();
-        resolve();
-      }, this.options.shutdownGraceMs);
-      grpc.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
+    const drain = (server: Server) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, this.options.shutdownGraceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
       });
-    });
-    await withDeadline(Promise.all([apiKeys.stop(), users.stop()]), this.options.shutdownGraceMs);
+    await Promise.all([drain(grpc), drain(workerGrpc)]);
+    await liveness.stop();
+    await withDeadline(Promise.all(tables.map((t) => t.stop())), this.options.shutdownGraceMs);
     client.close();
     await etcd?.stop();
     await new Promise<void>((resolve) =>

@@ -51,6 +51,8 @@ export interface Versioned<T> {
 export class Tx {
   readonly compares: { key: string; modRevision: number }[] = [];
   readonly puts = new Map<string, Buffer>();
+  /** Lease (decimal id) of a put key, for keys that must vanish with a lease. */
+  readonly leases = new Map<string, string>();
   readonly deletes = new Set<string>();
   readonly audit: AuditEvent[] = [];
 
@@ -60,18 +62,22 @@ export class Tx {
     return this;
   }
 
-  put(key: string, value: string | Buffer): this {
+  /** Puts `value` at `key`, attached to `leaseId` if given (etcd deletes it when the lease ends). */
+  put(key: string, value: string | Buffer, leaseId?: string): this {
     this.deletes.delete(key);
     this.puts.set(key, typeof value === 'string' ? Buffer.from(value) : value);
+    if (leaseId === undefined) this.leases.delete(key);
+    else this.leases.set(key, leaseId);
     return this;
   }
 
-  putJson(key: string, value: unknown): this {
-    return this.put(key, JSON.stringify(value));
+  putJson(key: string, value: unknown, leaseId?: string): this {
+    return this.put(key, JSON.stringify(value), leaseId);
   }
 
   delete(key: string): this {
     this.puts.delete(key);
+    this.leases.delete(key);
     this.deletes.add(key);
     return this;
   }
@@ -139,7 +145,7 @@ export class Store {
     }
     const success: IRequestOp[] = [];
     for (const [key, value] of tx.puts) {
-      success.push({ request_put: { key: this.full(key), value } });
+      success.push({ request_put: { key: this.full(key), value, lease: tx.leases.get(key) } });
     }
     for (const key of tx.deletes) success.push({ request_delete_range: { key: this.full(key) } });
     const now = Date.now();

@@ -44,7 +44,7 @@ export async function createCa(opts?: {
 }): Promise<CaMaterial> {
   const commonName = opts?.commonName ?? 'Citadel cluster CA';
   const keys = await generateKeyPair();
-  const { notBefore, notAfter } = validity(opts?.validityDays ?? 3650);
+  const { notBefore, notAfter } = validity((opts?.validityDays ?? 3650) * DAY_MS);
   const cert = await x509.X509CertificateGenerator.createSelfSigned(
     {
       serialNumber: randomSerial(),
@@ -102,7 +102,7 @@ export async function issueServerCert(
   const certPem = await issue(ca, {
     commonName: opts.commonName,
     publicKey: keys.publicKey,
-    validityDays: opts.validityDays ?? 90,
+    validityMs: (opts.validityDays ?? 90) * DAY_MS,
     extendedKeyUsages: opts.alsoClientAuth
       ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]
       : [x509.ExtendedKeyUsage.serverAuth],
@@ -114,18 +114,28 @@ export async function issueServerCert(
   return { certPem, keyPem: await privateKeyPem(keys.privateKey) };
 }
 
+/** A client certificate: its PEM, serial and expiry, and the private key if generated here. */
+export interface IssuedClientCert {
+  certPem: string;
+  /** PKCS#8 PEM private key, only when this module generated the key pair. Secret. */
+  keyPem?: string;
+  /** Serial number, lowercase hex. */
+  serial: string;
+  notAfter: Date;
+}
+
 /**
  * Issues a TLS client certificate identifying a service or worker by a URI SAN (e.g.
  * `citadel://service/name`), with clientAuth EKU. If `publicKey` is given (e.g. from a
  * verified CSR) the certificate is for that key and no `keyPem` is returned; otherwise a
  * key pair is generated and its private key returned.
- * @param opts.validityDays @default 90 (capped at the CA's own expiry)
+ * @param opts.validityMs @default 90 days (capped at the CA's own expiry)
  * @throws InvalidArgumentError if `uri` is not an absolute URI.
  */
 export async function issueClientCert(
   ca: CaMaterial,
-  opts: { uri: string; commonName: string; validityDays?: number; publicKey?: CryptoKey },
-): Promise<{ certPem: string; keyPem?: string }> {
+  opts: { uri: string; commonName: string; validityMs?: number; publicKey?: CryptoKey },
+): Promise<IssuedClientCert> {
   if (!URL.canParse(opts.uri)) {
     throw new InvalidArgumentError('uri', `${JSON.stringify(opts.uri)} is not an absolute URI`);
   }
@@ -133,12 +143,18 @@ export async function issueClientCert(
   const certPem = await issue(ca, {
     commonName: opts.commonName,
     publicKey: opts.publicKey ?? keys!.publicKey,
-    validityDays: opts.validityDays ?? 90,
+    validityMs: opts.validityMs ?? 90 * DAY_MS,
     extendedKeyUsages: [x509.ExtendedKeyUsage.clientAuth],
     altNames: [{ type: 'url', value: opts.uri }],
   });
-  if (keys === undefined) return { certPem };
-  return { certPem, keyPem: await privateKeyPem(keys.privateKey) };
+  const parsed = new NodeX509Certificate(certPem);
+  const issued: IssuedClientCert = {
+    certPem,
+    serial: parsed.serialNumber.toLowerCase(),
+    notAfter: new Date(parsed.validTo),
+  };
+  if (keys !== undefined) issued.keyPem = await privateKeyPem(keys.privateKey);
+  return issued;
 }
 
 /** Returns `sha256:<lowercase hex>` of the certificate's DER encoding, for pinning the CA. */
@@ -150,7 +166,7 @@ export function caFingerprint(certPem: string): string {
 interface LeafSpec {
   commonName: string;
   publicKey: CryptoKey;
-  validityDays: number;
+  validityMs: number;
   extendedKeyUsages: x509.ExtendedKeyUsage[];
   altNames: x509.JsonGeneralNames;
 }
@@ -163,7 +179,7 @@ async function issue(ca: CaMaterial, spec: LeafSpec): Promise<string> {
     caSki === null
       ? await x509.AuthorityKeyIdentifierExtension.create(caCert, false, crypto)
       : new x509.AuthorityKeyIdentifierExtension(caSki.keyId, false);
-  const { notBefore, notAfter } = validity(spec.validityDays);
+  const { notBefore, notAfter } = validity(spec.validityMs);
   const cert = await x509.X509CertificateGenerator.create(
     {
       serialNumber: randomSerial(),
@@ -210,10 +226,10 @@ function randomSerial(): string {
   return Buffer.from(bytes).toString('hex');
 }
 
-function validity(days: number): { notBefore: Date; notAfter: Date } {
-  if (!Number.isFinite(days) || days <= 0) {
-    throw new InvalidArgumentError('validityDays', 'must be a positive number');
+function validity(ms: number): { notBefore: Date; notAfter: Date } {
+  if (!Number.isFinite(ms) || ms <= 0) {
+    throw new InvalidArgumentError('validity', 'must be a positive duration');
   }
   const now = Date.now();
-  return { notBefore: new Date(now - CLOCK_SKEW_MS), notAfter: new Date(now + days * DAY_MS) };
+  return { notBefore: new Date(now - CLOCK_SKEW_MS), notAfter: new Date(now + ms) };
 }

@@ -55,6 +55,7 @@ export async function startTestServer(
   const options = compileServerOptions({
     dataDir,
     listen: '127.0.0.1:0',
+    workerListen: '127.0.0.1:0',
     etcdEndpoints: [etcdEndpoint],
     etcdPrefix: freshPrefix(),
     metricsAddr: '',
@@ -105,6 +106,8 @@ export interface ServerProcess {
     timeoutMs?: number,
   ): Promise<Record<string, unknown>>;
   port: number;
+  /** Port of the worker endpoint (mutual TLS). */
+  workerPort: number;
   replicaId: string;
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
@@ -130,6 +133,8 @@ export async function spawnServer(args: {
       '--data-dir',
       args.dataDir,
       '--listen',
+      '127.0.0.1:0',
+      '--worker-listen',
       '127.0.0.1:0',
       '--metrics-addr',
       '',
@@ -214,6 +219,7 @@ export async function spawnServer(args: {
     logs,
     waitForLog,
     port: Number(String(ready.listen).split(':').pop()),
+    workerPort: Number(String(ready.workerListen).split(':').pop()),
     replicaId: String(ready.replicaId),
     kill: async (signal = 'SIGKILL') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);

@@ -12,6 +12,9 @@ import {
   AdminServiceClient,
   AdminServiceService,
   CreateApiKeyRequest,
+  CreateBootstrapTokenRequest,
+  IssueServiceCertificateRequest,
+  ListWorkersRequest,
   CreateUserRequest,
   UpdateUserRequest,
 } from '../../gen/citadel/v1/admin_service.js';
@@ -91,6 +94,7 @@ async function makeUser(user: Partial<User>): Promise<string> {
 
 const ZERO_TASK = 't_0000000000000000';
 const ZERO_EXEC = `${ZERO_TASK}-00000001-01`;
+const ZERO_WORKER = 'w_0000000000000000';
 
 /** A request per RPC whose outcome is fixed when the caller is allowed. */
 const SAMPLES: Record<RpcName, { request: unknown; allowed: status }> = {
@@ -136,6 +140,33 @@ const SAMPLES: Record<RpcName, { request: unknown; allowed: status }> = {
   },
   'AdminService/ListApiKeys': { request: { userId: 'nobody' }, allowed: status.NOT_FOUND },
   'AdminService/RevokeApiKey': { request: { id: 'key_nothing' }, allowed: status.NOT_FOUND },
+  'AdminService/CreateBootstrapToken': {
+    request: CreateBootstrapTokenRequest.fromPartial({ bootstrapToken: {} }),
+    allowed: status.INVALID_ARGUMENT,
+  },
+  'AdminService/ListBootstrapTokens': { request: { includeInactive: true }, allowed: status.OK },
+  'AdminService/RevokeBootstrapToken': { request: { id: 'bt_nothing' }, allowed: status.NOT_FOUND },
+  'AdminService/ListWorkers': {
+    request: ListWorkersRequest.fromPartial({}),
+    allowed: status.OK,
+  },
+  'AdminService/GetWorker': { request: { id: ZERO_WORKER }, allowed: status.NOT_FOUND },
+  'AdminService/BlockWorker': {
+    request: { id: ZERO_WORKER, reason: 'test' },
+    allowed: status.NOT_FOUND,
+  },
+  'AdminService/DeregisterWorker': {
+    request: { id: ZERO_WORKER, reason: '' },
+    allowed: status.NOT_FOUND,
+  },
+  'AdminService/IssueServiceCertificate': {
+    request: IssueServiceCertificateRequest.fromPartial({ userId: 'nobody' }),
+    allowed: status.NOT_FOUND,
+  },
+  'AdminService/RevokeServiceCertificate': {
+    request: { serial: '00' },
+    allowed: status.NOT_FOUND,
+  },
 };
 
 function invoke(rpc: RpcName, key: string | undefined): Promise<status> {

@@ -77,6 +77,7 @@ void test(
     const options = compileServerOptions({
       dataDir: await tempDir(),
       listen: '127.0.0.1:0',
+      workerListen: '127.0.0.1:0',
       etcdEndpoints: [etcd.endpoint],
       etcdPrefix: freshPrefix(),
       etcdCaFile: tlsFiles.etcdCaFile,

@@ -2,13 +2,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { X509Certificate, createHash } from 'node:crypto';
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+import { X509Certificate, createHash, webcrypto as crypto } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
 import { caFingerprint, createCa, issueClientCert, issueServerCert } from '../../server/tls/ca.js';
+import { verifyCsr } from '../../server/tls/csr.js';
 
 function hasOpenssl(): boolean {
   try {
@@ -147,4 +150,75 @@ void test('a client certificate for a supplied public key returns no private key
   const cert = new X509Certificate(issued.certPem);
   const spki = Buffer.from(await crypto.subtle.exportKey('spki', keys.publicKey));
   assert.deepEqual(cert.publicKey.export({ type: 'spki', format: 'der' }), spki);
+});
+
+void test('a client certificate for an Ed25519 key from a CSR carries only the server-chosen SAN', async () => {
+  const ca = await createCa();
+  const keys = (await crypto.subtle.generateKey({ name: 'Ed25519' }, true, [
+    'sign',
+    'verify',
+  ])) as crypto.CryptoKeyPair;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
+    {
+      name: 'CN=w_other',
+      keys,
+      signingAlgorithm: { name: 'Ed25519' },
+      extensions: [
+        new x509.SubjectAlternativeNameExtension([
+          { type: 'url', value: 'citadel://worker/w_other' },
+          { type: 'dns', value: 'evil.example' },
+        ]),
+      ],
+    },
+    crypto,
+  );
+  const verified = await verifyCsr(csr.toString('pem'));
+  assert.equal(verified.keyType, 'ed25519');
+  const issued = await issueClientCert(ca, {
+    uri: 'citadel://worker/w_chosen',
+    commonName: 'w_chosen',
+    publicKey: verified.publicKey,
+    validityMs: 10_000,
+  });
+  const cert = new X509Certificate(issued.certPem);
+  assert.equal(cert.subjectAltName, 'URI:citadel://worker/w_chosen');
+  assert.equal(issued.serial, cert.serialNumber.toLowerCase());
+  assert.ok(issued.notAfter.getTime() - Date.now() <= 10_000);
+  assert.ok(cert.verify(new X509Certificate(ca.certPem).publicKey));
+});
+
+void test('verifyCsr refuses garbage, a broken signature and an unsupported key', async () => {
+  await assert.rejects(verifyCsr('not a csr'), /csr_pem: is not a PEM PKCS#10/);
+  const keys = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
+    'sign',
+    'verify',
+  ]);
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
+    { name: 'CN=x', keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } },
+    crypto,
+  );
+  // Re-sign the same request body with another key: the signature no longer matches the key.
+  const other = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
+    'sign',
+    'verify',
+  ]);
+  const forged = await x509.Pkcs10CertificateRequestGenerator.create(
+    {
+      name: 'CN=x',
+      keys: { publicKey: keys.publicKey, privateKey: other.privateKey },
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    },
+    crypto,
+  );
+  await assert.rejects(verifyCsr(forged.toString('pem')), /the signature does not verify/);
+  assert.equal((await verifyCsr(csr.toString('pem'))).keyType, 'p256');
+  const p384 = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-384' }, true, [
+    'sign',
+    'verify',
+  ]);
+  const wrongCurve = await x509.Pkcs10CertificateRequestGenerator.create(
+    { name: 'CN=x', keys: p384, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-384' } },
+    crypto,
+  );
+  await assert.rejects(verifyCsr(wrongCurve.toString('pem')), /P-256 or Ed25519/);
 });

@@ -1,0 +1,284 @@
+/**
+ * WorkerService, served on the mutual-TLS worker endpoint: signed heartbeats, certificate
+ * renewal and the worker's event stream (docs/workers.md). Every call is admitted by its client
+ * certificate: registered, unrevoked, naming an active worker. A stream ends as soon as the
+ * worker is blocked or retired or its certificate revoked, on any replica.
+ */
+import type { Logger } from 'pino';
+import { UnauthenticatedError } from '../common/errors.js';
+import type { ConnectResponse, WorkerServiceServer } from '../gen/citadel/v1/worker_service.js';
+import type { AuthFailureGuard } from './auth-failures.js';
+import { identityUri, revokeInTx, type CertRecord, type CertRegistry } from './cert-registry.js';
+import { retryOnConflict } from './execution-ops.js';
+import { HeartbeatRefusedError, type HeartbeatVerifier } from './heartbeat-verifier.js';
+import { keys } from './keys.js';
+import type { Metrics } from './metrics.js';
+import { peerAddress, peerIdentity, type PeerCertificate } from './peer-certificate.js';
+import { serverStreamWith, unaryWith, type AuthenticatedCall } from './rpc.js';
+import { Tx, type Store } from './store.js';
+import { issueClientCert, type CaMaterial } from './tls/ca.js';
+import { verifyCsr } from './tls/csr.js';
+import type { WorkerLiveness } from './worker-liveness.js';
+import { endWorker } from './worker-retirement.js';
+import { readWorker, type WorkerRecord, type WorkerTable } from './workers.js';
+
+export interface WorkerServiceDeps {
+  store: Store;
+  logger: Logger;
+  metrics: Metrics;
+  workers: WorkerTable;
+  certs: CertRegistry;
+  liveness: WorkerLiveness;
+  verifier: HeartbeatVerifier;
+  failures: AuthFailureGuard;
+  ca: CaMaterial;
+  shutdown: AbortSignal;
+  options: {
+    workerCertTtlMs: number;
+    heartbeatIntervalMs: number;
+    leaseTtlMs: number;
+    /** Refused heartbeats of one worker in a window that block it. @default 5 */
+    heartbeatRefusalLimit: number;
+    /** That window. @default 60000 */
+    heartbeatRefusalWindowMs: number;
+  };
+}
+
+/** The worker behind a call, as admitted. */
+export interface WorkerPrincipal {
+  worker: WorkerRecord;
+  cert: PeerCertificate;
+  ipAddress: string;
+}
+
+/** Why a worker's calls are no longer accepted, or undefined while they are. */
+function invalidity(
+  deps: Pick<WorkerServiceDeps, 'certs' | 'workers'>,
+  cert: PeerCertificate,
+): string | undefined {
+  const worker = deps.workers.get(cert.subject);
+  if (worker && worker.state !== 'active') return `worker ${cert.subject} is ${worker.state}`;
+  const record = deps.certs.get(cert.serial);
+  if (record?.revokedAt !== undefined) {
+    return record.revokeReason === 'renewed'
+      ? 'this certificate was replaced by a renewal; use the new one'
+      : 'this worker certificate is revoked';
+  }
+  if (record && !deps.certs.accepts(cert.serial, 'worker', cert.subject)) {
+    return 'this worker certificate is expired or names another worker';
+  }
+  if (!worker || !record) return 'unknown';
+  return undefined;
+}
+
+/**
+ * Admits a worker by its certificate. A record another replica has just written may not be in
+ * this replica's tables yet, so an unknown one is read from etcd before it is refused.
+ */
+async function admitWorker(
+  deps: WorkerServiceDeps,
+  call: AuthenticatedCall,
+): Promise<WorkerPrincipal> {
+  const ipAddress = peerAddress(call.getPeer());
+  const identity = peerIdentity(call);
+  const refuse = (reason: string, message: string, serial?: string): never => {
+    deps.failures.fail({ peer: ipAddress, method: 'worker_mtls', reason, credential: serial });
+    throw new UnauthenticatedError(message);
+  };
+  if (identity.kind !== 'worker') {
+    return refuse(
+      'not_a_worker_certificate',
+      'the worker endpoint needs a worker certificate (SAN citadel://worker/<id>)',
+    );
+  }
+  let problem = invalidity(deps, identity);
+  let worker = deps.workers.get(identity.subject);
+  if (problem === 'unknown') {
+    const [stored, cert] = await Promise.all([
+      deps.store.getJson<WorkerRecord>(keys.worker(identity.subject)),
+      deps.store.getJson<CertRecord>(keys.cert(identity.serial)),
+    ]);
+    worker = stored?.value;
+    const c = cert?.value;
+    problem =
+      !worker || !c
+        ? 'unknown worker or certificate'
+        : worker.state !== 'active'
+          ? `worker ${worker.id} is ${worker.state}`
+          : c.kind !== 'worker' || c.subject !== worker.id || c.revokedAt !== undefined
+            ? 'this worker certificate is revoked'
+            : c.notAfter <= Date.now()
+              ? 'this worker certificate has expired'
+              : undefined;
+  }
+  if (problem !== undefined || !worker) {
+    return refuse('worker_refused', `${problem ?? 'unknown worker'}`, identity.serial);
+  }
+  return { worker, cert: identity, ipAddress };
+}
+
+export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
+  const { store, logger, options } = deps;
+  const admit = (call: AuthenticatedCall) => admitWorker(deps, call);
+  const refusals = new Map<string, { start: number; count: number }>();
+
+  /** Audits a refused heartbeat; blocks the worker once refusals pass the limit in a window. */
+  const refused = async (p: WorkerPrincipal, err: HeartbeatRefusedError): Promise<void> => {
+    deps.metrics.heartbeats.inc({ result: err.reason });
+    const now = Date.now();
+    let w = refusals.get(p.worker.id);
+    if (!w || now - w.start >= options.heartbeatRefusalWindowMs) {
+      w = { start: now, count: 0 };
+      refusals.set(p.worker.id, w);
+    }
+    w.count++;
+    await store
+      .commit(
+        new Tx().record({
+          eventType: 'heartbeat_refused',
+          action: 'heartbeat',
+          result: 'failure',
+          workerId: p.worker.id,
+          ipAddress: p.ipAddress,
+          details: { reason: err.reason, serial: p.cert.serial, refusals_in_window: w.count },
+        }),
+      )
+      .catch((e: unknown) => logger.warn({ err: e }, 'could not audit a refused heartbeat'));
+    if (w.count < options.heartbeatRefusalLimit) return;
+    refusals.delete(p.worker.id);
+    logger.error(
+      { workerId: p.worker.id, refusals: w.count, lastReason: err.reason, peer: p.ipAddress },
+      'SECURITY ALERT: worker blocked after repeated heartbeat refusals',
+    );
+    deps.metrics.securityAlerts.inc({ kind: 'heartbeat_refusals' });
+    await endWorker(deps, p.worker.id, 'blocked', 'heartbeat_refusals', {
+      eventType: 'security_alert',
+      action: 'block_worker',
+      result: 'success',
+      userId: 'system:heartbeat-verifier',
+      ipAddress: p.ipAddress,
+      details: { refusals: w.count, last_reason: err.reason },
+    }).catch((e: unknown) => logger.error({ err: e }, 'could not block a worker'));
+  };
+
+  return {
+    heartbeat: unaryWith(deps, 'WorkerService/Heartbeat', admit, async (req, { principal }) => {
+      const id = principal.worker.id;
+      let sequence: number;
+      try {
+        const floor = deps.verifier.knows(id) ? 0 : await deps.liveness.sequenceFloor(id);
+        sequence = deps.verifier.accept(req, principal.cert, floor).sequence;
+      } catch (err) {
+        if (err instanceof HeartbeatRefusedError) await refused(principal, err);
+        throw err;
+      }
+      await deps.liveness.renew(principal.worker, sequence);
+      deps.metrics.heartbeats.inc({ result: 'accepted' });
+      return { leaseTtlMs: options.leaseTtlMs, nextHeartbeatMs: options.heartbeatIntervalMs };
+    }),
+
+    renewCertificate: unaryWith(
+      deps,
+      'WorkerService/RenewCertificate',
+      admit,
+      async (req, { principal }) => {
+        const csr = await verifyCsr(req.csrPem);
+        const id = principal.worker.id;
+        const cert = await issueClientCert(deps.ca, {
+          uri: identityUri('worker', id),
+          commonName: id,
+          publicKey: csr.publicKey,
+          validityMs: options.workerCertTtlMs,
+        });
+        await retryOnConflict(async () => {
+          const worker = await readWorker(store, id);
+          if (worker.value.state !== 'active') {
+            throw new UnauthenticatedError(`worker ${id} is ${worker.value.state}`);
+          }
+          const now = Date.now();
+          const held = await store.getManyJson<CertRecord>(
+            worker.value.serials.map((s) => keys.cert(s)),
+          );
+          const tx = new Tx().expect(worker.key, worker.modRevision);
+          // The calling serial is retired; others stay valid until they expire (an agent may
+          // have renewed twice in a row on a slow link); expired ones are pruned.
+          const calling = [...held.values()].filter(
+            (c) => c.value.serial === principal.cert.serial,
+          );
+          const others = [...held.values()].filter((c) => c.value.serial !== principal.cert.serial);
+          const kept = [
+            ...revokeInTx(tx, calling, 'renewed', now),
+            ...others.filter((c) => c.value.notAfter > now).map((c) => c.value.serial),
+          ];
+          for (const c of others) {
+            if (c.value.notAfter <= now) tx.expect(c.key, c.modRevision).delete(c.key);
+          }
+          tx.putJson(worker.key, { ...worker.value, serials: [...kept, cert.serial] })
+            .putJson(keys.cert(cert.serial), {
+              serial: cert.serial,
+              kind: 'worker',
+              subject: id,
+              issuedAt: now,
+              notAfter: cert.notAfter.getTime(),
+            } satisfies CertRecord)
+            .record({
+              eventType: 'worker_registration',
+              action: 'renew_certificate',
+              result: 'success',
+              workerId: id,
+              ipAddress: principal.ipAddress,
+              details: {
+                old_serial: principal.cert.serial,
+                serial: cert.serial,
+                key_type: csr.keyType,
+              },
+            });
+          await store.commit(tx);
+        });
+        logger.info({ workerId: id, serial: cert.serial }, 'worker certificate renewed');
+        return { certificatePem: cert.certPem };
+      },
+    ),
+
+    connect: serverStreamWith(deps, 'WorkerService/Connect', admit, (_req, { principal }, call) => {
+      const first: ConnectResponse = {
+        event: {
+          $case: 'connected',
+          value: { workerId: principal.worker.id, replicaId: store.replicaId },
+        },
+      };
+      call.write(first);
+      return new Promise<void>((resolve, reject) => {
+        const check = () => {
+          const problem = invalidity(deps, principal.cert);
+          if (problem !== undefined && problem !== 'unknown') {
+            cleanup();
+            logger.info({ workerId: principal.worker.id, problem }, 'worker stream cut');
+            reject(new UnauthenticatedError(problem));
+          }
+        };
+        const onWorker = (id: string | undefined) => {
+          if (id === undefined || id === principal.worker.id) check();
+        };
+        const onCert = (serial: string | undefined) => {
+          if (serial === undefined || serial === principal.cert.serial) check();
+        };
+        const done = () => {
+          cleanup();
+          resolve();
+        };
+        const cleanup = () => {
+          deps.workers.off('change', onWorker);
+          deps.certs.off('change', onCert);
+          deps.shutdown.removeEventListener('abort', done);
+          call.off('cancelled', done);
+        };
+        deps.workers.on('change', onWorker);
+        deps.certs.on('change', onCert);
+        deps.shutdown.addEventListener('abort', done);
+        call.on('cancelled', done);
+        check();
+      });
+    }),
+  };
+}
