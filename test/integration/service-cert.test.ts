@@ -63,7 +63,7 @@ function clientWith(keyPem: string, certPem: string): TaskServiceClient {
   );
 }
 
-function list(client: TaskServiceClient): Promise<number> {
+function list(client: TaskServiceClient): Promise<status> {
   return new Promise((resolve) =>
     client.listTasks(ListTasksRequest.fromPartial({}), new Metadata(), (err) =>
       resolve(err ? err.code : status.OK),
