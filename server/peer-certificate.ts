@@ -15,6 +15,8 @@ export interface PeerCertificate {
   /** Lowercase hex. */
   serial: string;
   publicKey: KeyObject;
+  /** When the certificate expires (ms). */
+  notAfter: number;
 }
 
 /** What the peer presented: nothing, a Citadel identity, or a CA-signed certificate naming none. */
@@ -35,6 +37,7 @@ export function peerIdentity(call: { getAuthContext(): AuthContext | null }): Pe
     ...identity,
     serial: cert.serialNumber.toLowerCase(),
     publicKey: new X509Certificate(cert.raw).publicKey,
+    notAfter: Date.parse(cert.valid_to),
   };
 }
 

@@ -267,7 +267,19 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
           cleanup();
           resolve();
         };
+        // A TLS connection outlives its certificate: end the stream when the certificate expires.
+        const notAfter = principal.cert.notAfter;
+        const expiry = setTimeout(
+          () => {
+            cleanup();
+            reject(
+              new UnauthenticatedError('this worker certificate has expired; renew and reconnect'),
+            );
+          },
+          Math.min(Math.max(0, notAfter - Date.now()), 2 ** 31 - 1),
+        );
         const cleanup = () => {
+          clearTimeout(expiry);
           deps.workers.off('change', onWorker);
           deps.certs.off('change', onCert);
           deps.shutdown.removeEventListener('abort', done);
