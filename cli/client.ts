@@ -1,7 +1,7 @@
 /**
  * The gRPC TaskService and AdminService clients citadelctl talks through: TLS against the
- * cluster CA, the bearer token attached to every call, a deadline on every unary call, and
- * promise-returning methods.
+ * cluster CA (presenting a client certificate when one is configured), the bearer token attached
+ * to every call, a deadline on every unary call, and promise-returning methods.
  */
 
 import {
@@ -16,22 +16,40 @@ import {
 
 import {
   AdminServiceClient,
+  type BlockWorkerRequest,
+  type BlockWorkerResponse,
   type CreateApiKeyRequest,
   type CreateApiKeyResponse,
+  type CreateBootstrapTokenRequest,
+  type CreateBootstrapTokenResponse,
   type CreateUserRequest,
   type CreateUserResponse,
+  type DeregisterWorkerRequest,
+  type DeregisterWorkerResponse,
   type DisableUserRequest,
   type DisableUserResponse,
   type EnableUserRequest,
   type EnableUserResponse,
   type GetUserRequest,
   type GetUserResponse,
+  type GetWorkerRequest,
+  type GetWorkerResponse,
+  type IssueServiceCertificateRequest,
+  type IssueServiceCertificateResponse,
   type ListApiKeysRequest,
   type ListApiKeysResponse,
+  type ListBootstrapTokensRequest,
+  type ListBootstrapTokensResponse,
   type ListUsersRequest,
   type ListUsersResponse,
+  type ListWorkersRequest,
+  type ListWorkersResponse,
   type RevokeApiKeyRequest,
   type RevokeApiKeyResponse,
+  type RevokeBootstrapTokenRequest,
+  type RevokeBootstrapTokenResponse,
+  type RevokeServiceCertificateRequest,
+  type RevokeServiceCertificateResponse,
   type UpdateUserRequest,
   type UpdateUserResponse,
 } from '../gen/citadel/v1/admin_service.js';
@@ -96,6 +114,19 @@ export interface AdminClient {
   createApiKey(request: CreateApiKeyRequest): Promise<CreateApiKeyResponse>;
   listApiKeys(request: ListApiKeysRequest): Promise<ListApiKeysResponse>;
   revokeApiKey(request: RevokeApiKeyRequest): Promise<RevokeApiKeyResponse>;
+  createBootstrapToken(request: CreateBootstrapTokenRequest): Promise<CreateBootstrapTokenResponse>;
+  listBootstrapTokens(request: ListBootstrapTokensRequest): Promise<ListBootstrapTokensResponse>;
+  revokeBootstrapToken(request: RevokeBootstrapTokenRequest): Promise<RevokeBootstrapTokenResponse>;
+  listWorkers(request: ListWorkersRequest): Promise<ListWorkersResponse>;
+  getWorker(request: GetWorkerRequest): Promise<GetWorkerResponse>;
+  blockWorker(request: BlockWorkerRequest): Promise<BlockWorkerResponse>;
+  deregisterWorker(request: DeregisterWorkerRequest): Promise<DeregisterWorkerResponse>;
+  issueServiceCertificate(
+    request: IssueServiceCertificateRequest,
+  ): Promise<IssueServiceCertificateResponse>;
+  revokeServiceCertificate(
+    request: RevokeServiceCertificateRequest,
+  ): Promise<RevokeServiceCertificateResponse>;
 }
 
 /** Per-process client options. */
@@ -113,7 +144,9 @@ type Callback<Res> = (error: ServiceError | null, response: Res) => void;
 
 /**
  * Creates a client for `settings.server`. Nothing is dialled until the first call.
- * With `settings.insecure` the channel is plaintext, and a warning says so.
+ * With `settings.insecure` the channel is plaintext, and a warning says so. With a client
+ * certificate the handshake presents it and it is the only credential: the server refuses a
+ * call that carries both, so no API key is sent then.
  */
 export function createCitadelClient(
   settings: ConnectionSettings,
@@ -127,7 +160,11 @@ export function createCitadelClient(
   }
   const channelCredentials = settings.insecure
     ? credentials.createInsecure()
-    : credentials.createSsl(settings.caPem ?? null);
+    : credentials.createSsl(
+        settings.caPem ?? null,
+        settings.keyPem ?? null,
+        settings.certPem ?? null,
+      );
   const channelOptions: ChannelOptions = {
     // A page of tasks carries their payloads (up to 1 MiB each); the 4 MiB default is too small.
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
@@ -143,7 +180,9 @@ export function createCitadelClient(
 
   const metadata = (): Metadata => {
     const md = new Metadata();
-    md.set('authorization', `Bearer ${settings.apiKey}`);
+    if (settings.apiKey !== undefined && settings.certPem === undefined) {
+      md.set('authorization', `Bearer ${settings.apiKey}`);
+    }
     return md;
   };
   const unary = <Res>(
@@ -179,6 +218,19 @@ export function createCitadelClient(
       createApiKey: (req) => unary((md, o, cb) => admin.createApiKey(req, md, o, cb)),
       listApiKeys: (req) => unary((md, o, cb) => admin.listApiKeys(req, md, o, cb)),
       revokeApiKey: (req) => unary((md, o, cb) => admin.revokeApiKey(req, md, o, cb)),
+      createBootstrapToken: (req) =>
+        unary((md, o, cb) => admin.createBootstrapToken(req, md, o, cb)),
+      listBootstrapTokens: (req) => unary((md, o, cb) => admin.listBootstrapTokens(req, md, o, cb)),
+      revokeBootstrapToken: (req) =>
+        unary((md, o, cb) => admin.revokeBootstrapToken(req, md, o, cb)),
+      listWorkers: (req) => unary((md, o, cb) => admin.listWorkers(req, md, o, cb)),
+      getWorker: (req) => unary((md, o, cb) => admin.getWorker(req, md, o, cb)),
+      blockWorker: (req) => unary((md, o, cb) => admin.blockWorker(req, md, o, cb)),
+      deregisterWorker: (req) => unary((md, o, cb) => admin.deregisterWorker(req, md, o, cb)),
+      issueServiceCertificate: (req) =>
+        unary((md, o, cb) => admin.issueServiceCertificate(req, md, o, cb)),
+      revokeServiceCertificate: (req) =>
+        unary((md, o, cb) => admin.revokeServiceCertificate(req, md, o, cb)),
     },
     close: () => {
       client.close();

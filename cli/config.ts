@@ -3,9 +3,12 @@
  * first source that has it: flags, then environment, then the config file, then the default.
  *
  * The API key itself is only ever read from a file or from CITADEL_API_KEY, never from a flag:
- * command lines are visible to every local user through `ps`.
+ * command lines are visible to every local user through `ps`. A client certificate (a service
+ * certificate from `citadelctl service-cert issue`) authenticates too; with one, the API key is
+ * optional.
  */
 
+import { type KeyObject, X509Certificate, createPrivateKey } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
@@ -27,6 +30,10 @@ export interface ConnectionFlags {
   config?: string;
   /** Name to verify the server certificate against, when it differs from the dialled host. */
   tlsServerName?: string;
+  /** Client certificate (PEM) to present in the TLS handshake. */
+  cert?: string;
+  /** Private key (PEM, unencrypted) of `cert`. */
+  key?: string;
 }
 
 /** The environment variables consulted; `process.env` fits. */
@@ -42,10 +49,18 @@ export interface ConnectionSettings {
   readonly caFile?: string;
   /** Contents of `caFile`. */
   readonly caPem?: Buffer;
-  /** Bearer token, trimmed. */
-  readonly apiKey: string;
+  /** Bearer token, trimmed; unset only when a client certificate authenticates instead. */
+  readonly apiKey?: string;
   /** Where the key came from, for messages: "CITADEL_API_KEY" or a file path. Never the key. */
-  readonly apiKeySource: string;
+  readonly apiKeySource?: string;
+  /** Path of the client certificate presented in the handshake, if one was configured. */
+  readonly certFile?: string;
+  /** Contents of `certFile`. */
+  readonly certPem?: Buffer;
+  /** Path of the private key of `certFile`. */
+  readonly keyFile?: string;
+  /** Contents of `keyFile`. Secret. */
+  readonly keyPem?: Buffer;
   readonly tlsServerName?: string;
   /** The config file that was read, if any. */
   readonly configFile?: string;
@@ -57,6 +72,8 @@ interface FileConfig {
   ca?: string;
   apiKeyFile?: string;
   insecure?: boolean;
+  cert?: string;
+  key?: string;
 }
 
 const FILE_KEYS: Readonly<Record<keyof FileConfig, 'string' | 'boolean'>> = {
@@ -64,7 +81,16 @@ const FILE_KEYS: Readonly<Record<keyof FileConfig, 'string' | 'boolean'>> = {
   ca: 'string',
   apiKeyFile: 'string',
   insecure: 'boolean',
+  cert: 'string',
+  key: 'string',
 };
+
+/** A file setting and where it came from: a flag, a variable or a config file key. */
+interface FileSource {
+  /** For messages: "--cert", "CITADEL_CERT" or "<config file>: cert". */
+  readonly name: string;
+  readonly path: string;
+}
 
 /**
  * The config file to read: `--config` if given (it must exist), otherwise
@@ -86,10 +112,12 @@ export function configFilePath(
  * @param flags command-line values.
  * @param env environment, e.g. `process.env`: CITADEL_SERVER, CITADEL_CA, CITADEL_API_KEY,
  *   CITADEL_API_KEY_FILE (CITADEL_API_KEY wins if both are set), CITADEL_INSECURE=1,
- *   XDG_CONFIG_HOME.
+ *   CITADEL_CERT, CITADEL_KEY, XDG_CONFIG_HOME.
  * @param homeDir home directory for the default config path and `~/` in the config file.
  * @throws ConfigError naming the flag, variable or config key at fault: an unreadable config
- *   file or CA, a bad config key, a missing or empty API key.
+ *   file or CA, a bad config key, a missing or empty API key (missing is fine with a client
+ *   certificate), a certificate without its key or the other way round, a certificate with
+ *   insecure, or a key that is not the certificate's.
  */
 export function resolveConnection(
   flags: ConnectionFlags,
@@ -109,36 +137,94 @@ export function resolveConnection(
   const insecure =
     flags.insecure === true || (parseEnvBool(env, 'CITADEL_INSECURE') ?? file.insecure ?? false);
 
+  // Each file setting from its flag, else its variable, else its config file key.
+  const source = (
+    flag: '--ca' | '--cert' | '--key',
+    envName: string,
+    fileKey: 'ca' | 'cert' | 'key',
+  ): FileSource | undefined => {
+    const fromFlag = flags[fileKey];
+    if (fromFlag !== undefined) return { name: flag, path: fromFlag };
+    const fromEnv = nonEmpty(env[envName]);
+    if (fromEnv !== undefined) return { name: envName, path: fromEnv };
+    const path = fromFile(file[fileKey]);
+    return path === undefined ? undefined : { name: `${configPath}: ${fileKey}`, path };
+  };
+
   let caFile: string | undefined;
   let caPem: Buffer | undefined;
   if (!insecure) {
-    const envCa = nonEmpty(env.CITADEL_CA);
-    const fileCa = fromFile(file.ca);
-    const source =
-      flags.ca !== undefined
-        ? { name: '--ca', path: flags.ca }
-        : envCa !== undefined
-          ? { name: 'CITADEL_CA', path: envCa }
-          : fileCa !== undefined
-            ? { name: `${configPath}: ca`, path: fileCa }
-            : undefined;
-    if (source !== undefined) {
-      caFile = source.path;
-      caPem = readRequired(source.name, source.path, 'CA certificate');
+    const ca = source('--ca', 'CITADEL_CA', 'ca');
+    if (ca !== undefined) {
+      caFile = ca.path;
+      caPem = readRequired(ca.name, ca.path, 'CA certificate');
     }
   }
+  const identity = readClientIdentity(
+    source('--cert', 'CITADEL_CERT', 'cert'),
+    source('--key', 'CITADEL_KEY', 'key'),
+    insecure,
+  );
 
-  const key = readApiKey(flags, env, fromFile(file.apiKeyFile), configPath);
+  const key = readApiKey(flags, env, fromFile(file.apiKeyFile), configPath, identity !== undefined);
   const tlsServerName = nonEmpty(flags.tlsServerName);
   return {
     server,
     insecure,
-    apiKey: key.value,
-    apiKeySource: key.source,
+    ...(key !== undefined && { apiKey: key.value, apiKeySource: key.source }),
     ...(caFile !== undefined && { caFile, caPem }),
+    ...identity,
     ...(tlsServerName !== undefined && { tlsServerName }),
     ...(haveFile && { configFile: configPath }),
   };
+}
+
+/**
+ * Reads the client certificate and its key, which come together or not at all, and checks
+ * locally that the key is the certificate's, so a mix-up fails here rather than in the handshake.
+ */
+function readClientIdentity(
+  cert: FileSource | undefined,
+  key: FileSource | undefined,
+  insecure: boolean,
+): Pick<ConnectionSettings, 'certFile' | 'certPem' | 'keyFile' | 'keyPem'> | undefined {
+  if (cert === undefined) {
+    if (key === undefined) return undefined;
+    throw new ConfigError(
+      key.name,
+      'a private key needs its certificate: set --cert or CITADEL_CERT',
+    );
+  }
+  if (key === undefined) {
+    throw new ConfigError(
+      cert.name,
+      'a client certificate needs its private key: set --key or CITADEL_KEY',
+    );
+  }
+  if (insecure) {
+    throw new ConfigError(
+      cert.name,
+      'a client certificate needs TLS; turn off insecure (--insecure, CITADEL_INSECURE, config)',
+    );
+  }
+  const certPem = readRequired(cert.name, cert.path, 'client certificate');
+  const keyPem = readRequired(key.name, key.path, 'private key');
+  let parsed: X509Certificate;
+  try {
+    parsed = new X509Certificate(certPem);
+  } catch {
+    throw new ConfigError(cert.name, `"${cert.path}" is not a PEM certificate`);
+  }
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey(keyPem);
+  } catch {
+    throw new ConfigError(key.name, `"${key.path}" is not an unencrypted PEM private key`);
+  }
+  if (!parsed.checkPrivateKey(privateKey)) {
+    throw new ConfigError(key.name, `"${key.path}" is not the private key of "${cert.path}"`);
+  }
+  return { certFile: cert.path, certPem, keyFile: key.path, keyPem };
 }
 
 function readApiKey(
@@ -146,7 +232,8 @@ function readApiKey(
   env: ConnectionEnv,
   fileKeyPath: string | undefined,
   configPath: string,
-): { value: string; source: string } {
+  optional: boolean,
+): { value: string; source: string } | undefined {
   const envKey = nonEmpty(env.CITADEL_API_KEY);
   const envKeyFile = nonEmpty(env.CITADEL_API_KEY_FILE);
   let name: string;
@@ -159,11 +246,14 @@ function readApiKey(
     [name, path] = ['CITADEL_API_KEY_FILE', envKeyFile];
   } else if (fileKeyPath !== undefined) {
     [name, path] = [`${configPath}: apiKeyFile`, fileKeyPath];
+  } else if (optional) {
+    // A client certificate authenticates the calls instead.
+    return undefined;
   } else {
     throw new ConfigError(
       '--api-key-file',
-      'no API key: set CITADEL_API_KEY or --api-key-file; ' +
-        'the server wrote the first admin key to <data-dir>/admin.key',
+      'no API key: set CITADEL_API_KEY or --api-key-file, or a client certificate with ' +
+        '--cert and --key; the server wrote the first admin key to <data-dir>/admin.key',
     );
   }
   const value = readRequired(name, path, 'API key file').toString('utf8').trim();
@@ -191,7 +281,7 @@ function readConfigFile(path: string, homeDir: string): FileConfig {
   }
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== 'object' || Array.isArray(doc)) {
-    throw new ConfigError(path, 'must be a YAML mapping of server, ca, apiKeyFile, insecure');
+    throw new ConfigError(path, `must be a YAML mapping of ${Object.keys(FILE_KEYS).join(', ')}`);
   }
   const config: Record<string, string | boolean> = {};
   for (const [key, value] of Object.entries(doc)) {

@@ -221,6 +221,33 @@ export function parseTimeZone(text: string, flag = '--tz'): string {
   return zone;
 }
 
+/** The contract's user id: 1-63 lowercase letters, digits, '.', '_', '@' or '-'. */
+const USER_ID = /^[a-z0-9._@-]{1,63}$/;
+
+/** A user id, checked against the contract so a typo fails before the call. */
+export function parseUserId(text: string, flag = 'ID'): string {
+  const id = parseNonEmpty(text, flag);
+  if (!USER_ID.test(id)) {
+    throw new InvalidArgumentError(
+      flag,
+      `"${id}" must be 1 to 63 lowercase letters, digits, '.', '_', '@' or '-'`,
+    );
+  }
+  return id;
+}
+
+/**
+ * Optional free text such as `--description` or `--reason`, trimmed; unset is empty.
+ * @param max most characters (code points) allowed. @default 200
+ */
+export function parseText(text: string | undefined, flag: string, max = 200): string {
+  const value = text?.trim() ?? '';
+  if ([...value].length > max) {
+    throw new InvalidArgumentError(flag, `must be at most ${max} characters`);
+  }
+  return value;
+}
+
 /** A required non-empty value such as `--type` or an ID argument. */
 export function parseNonEmpty(text: string, flag: string): string {
   const value = text.trim();

@@ -10,12 +10,17 @@ import { Command } from 'commander';
 import { productVersion } from '../common/version.js';
 import { registerAdminCommands } from './commands/admin.js';
 import { registerExecutionCommands } from './commands/execution.js';
+import { registerServiceCertCommands } from './commands/service-cert.js';
 import { registerTaskCommands } from './commands/task.js';
+import { registerWorkerCommands } from './commands/worker.js';
 import { addGlobalOptions, reportError } from './session.js';
 
 function buildProgram(): Command {
   const program = new Command('citadelctl')
-    .description('Operate a Citadel cluster: tasks, their executions, users and API keys.')
+    .description(
+      'Operate a Citadel cluster: tasks, their executions, users, API keys, service ' +
+        'certificates, worker bootstrap tokens and workers.',
+    )
     .version(productVersion(), '-V, --version')
     // Settings inherited by subcommands must come before they are added.
     .exitOverride()
@@ -28,13 +33,16 @@ function buildProgram(): Command {
     'after',
     `
 Connection settings come from flags, then CITADEL_SERVER, CITADEL_CA, CITADEL_API_KEY,
-CITADEL_API_KEY_FILE and CITADEL_INSECURE, then the config file (keys server, ca, apiKeyFile,
-insecure). The server writes its cluster CA to <data-dir>/ca.crt and the first admin key to
-<data-dir>/admin.key.`,
+CITADEL_API_KEY_FILE, CITADEL_INSECURE, CITADEL_CERT and CITADEL_KEY, then the config file
+(keys server, ca, apiKeyFile, insecure, cert, key). The server writes its cluster CA to
+<data-dir>/ca.crt and the first admin key to <data-dir>/admin.key. A client certificate from
+service-cert issue (--cert and --key) authenticates instead of an API key.`,
   );
   registerTaskCommands(program);
   registerExecutionCommands(program);
   registerAdminCommands(program);
+  registerServiceCertCommands(program);
+  registerWorkerCommands(program);
   return program;
 }
 

@@ -22,6 +22,10 @@ export interface GlobalFlags {
   insecure?: boolean;
   tlsServerName?: string;
   config?: string;
+  /** Client certificate to present, e.g. a service certificate. */
+  cert?: string;
+  /** Private key of `cert`. */
+  key?: string;
   output: OutputFormat;
   /** Deadline of each unary call in milliseconds. @default 30000 */
   deadlineMs: number;
@@ -34,6 +38,8 @@ const GLOBAL_KEYS = [
   'insecure',
   'tlsServerName',
   'config',
+  'cert',
+  'key',
   'output',
   'timeout',
 ] as const;
@@ -63,6 +69,11 @@ export function addGlobalOptions(cmd: Command, opts: { callTimeout?: boolean } =
       'plaintext without TLS, for local development (env CITADEL_INSECURE=1)',
     ),
     new Option('--tls-server-name <name>', 'verify the server certificate for this name instead'),
+    new Option(
+      '--cert <file>',
+      'client certificate to authenticate with, e.g. from service-cert issue (env CITADEL_CERT)',
+    ),
+    new Option('--key <file>', 'private key of --cert (env CITADEL_KEY)'),
     new Option('--config <file>', 'config file [$XDG_CONFIG_HOME/citadel/config.yaml]'),
     new Option('-o, --output <format>', 'output format [table]').choices(['table', 'json']),
   ];
@@ -97,6 +108,8 @@ export function readGlobalFlags(cmd: Command): GlobalFlags {
     insecure: raw.insecure === true,
     tlsServerName: text(raw.tlsServerName),
     config: text(raw.config),
+    cert: text(raw.cert),
+    key: text(raw.key),
     output: raw.output === 'json' ? 'json' : 'table',
     deadlineMs: timeout === undefined ? 30_000 : positiveDuration(timeout, '--timeout'),
   };
@@ -147,8 +160,13 @@ function hintFor(code: number, settings: ConnectionSettings): string | undefined
         ? `is the server up at ${settings.server}? Its cluster CA is <data-dir>/ca.crt; ` +
             'pass it with --ca or CITADEL_CA'
         : `is the server up at ${settings.server}?`;
-    case 'UNAUTHENTICATED':
-      return `the server refused the API key from ${settings.apiKeySource}`;
+    case 'UNAUTHENTICATED': {
+      const credentials = [
+        settings.apiKeySource === undefined ? '' : `the API key from ${settings.apiKeySource}`,
+        settings.certFile === undefined ? '' : `the client certificate ${settings.certFile}`,
+      ].filter((c) => c !== '');
+      return `the server refused ${credentials.join(' or ')}`;
+    }
     default:
       return undefined;
   }

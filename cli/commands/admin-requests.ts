@@ -23,16 +23,12 @@ import {
   parsePriorityList,
   parseRole,
   parseTaskScope,
+  parseText,
+  parseUserId,
 } from '../flags.js';
 
 /** Largest value of a uint32 field such as max_tasks. */
 const UINT32_MAX = 4_294_967_295;
-
-/** Longest description or reason the contract accepts. */
-const MAX_TEXT = 200;
-
-/** The contract's user id: 1-63 lowercase letters, digits, '.', '_', '@' or '-'. */
-const USER_ID = /^[a-z0-9._@-]{1,63}$/;
 
 /** User fields of `user create` and `user update`, as commander hands them over. */
 export interface UserFlags {
@@ -163,7 +159,7 @@ export function buildListUsersRequest(flags: ListUsersFlags): ListUsersRequest {
 export function buildDisableUserRequest(id: string, flags: DisableUserFlags): DisableUserRequest {
   return DisableUserRequest.fromPartial({
     id: parseNonEmpty(id, 'ID'),
-    reason: boundedText(flags.reason, '--reason'),
+    reason: parseText(flags.reason, '--reason'),
   });
 }
 
@@ -179,7 +175,7 @@ export function buildCreateApiKeyRequest(
 ): CreateApiKeyRequest {
   return CreateApiKeyRequest.fromPartial({
     userId: parseNonEmpty(flags.user ?? '', '--user'),
-    description: boundedText(flags.description, '--description'),
+    description: parseText(flags.description, '--description'),
     expireTime:
       flags.expires === undefined ? undefined : parseExpiry(flags.expires, '--expires', now),
   });
@@ -191,24 +187,4 @@ export function buildCreateApiKeyRequest(
  */
 export function buildListApiKeysRequest(flags: ListApiKeysFlags): ListApiKeysRequest {
   return ListApiKeysRequest.fromPartial({ userId: parseNonEmpty(flags.user ?? '', '--user') });
-}
-
-/** A new user's id, checked against the contract so a typo fails before the call. */
-function parseUserId(text: string): string {
-  const id = parseNonEmpty(text, 'ID');
-  if (!USER_ID.test(id)) {
-    throw new InvalidArgumentError(
-      'ID',
-      `"${id}" must be 1 to 63 lowercase letters, digits, '.', '_', '@' or '-'`,
-    );
-  }
-  return id;
-}
-
-function boundedText(text: string | undefined, flag: string): string {
-  const value = text?.trim() ?? '';
-  if ([...value].length > MAX_TEXT) {
-    throw new InvalidArgumentError(flag, `must be at most ${MAX_TEXT} characters`);
-  }
-  return value;
 }

@@ -1,4 +1,7 @@
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
 import assert from 'node:assert/strict';
+import { KeyObject, webcrypto } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -209,5 +212,149 @@ void describe('resolveConnection', () => {
     );
     writeFileSync(bad, '- a\n- b\n');
     assert.throws(() => resolveConnection({ config: bad }, env, home), ConfigError);
+  });
+});
+
+void describe('resolveConnection with a client certificate', () => {
+  let dir = '';
+  const path = (name: string): string => join(dir, name);
+  const noConfig = (): Record<string, string> => ({ XDG_CONFIG_HOME: join(dir, 'none') });
+
+  /** A self-signed certificate and its PKCS#8 key, as PEM files `<name>.crt` and `<name>.key`. */
+  async function writeIdentity(name: string): Promise<void> {
+    const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
+      'sign',
+      'verify',
+    ]);
+    const cert = await x509.X509CertificateGenerator.createSelfSigned(
+      {
+        serialNumber: '01',
+        name: `CN=${name}`,
+        notBefore: new Date(Date.now() - 60_000),
+        notAfter: new Date(Date.now() + 3_600_000),
+        keys,
+        signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+      },
+      webcrypto,
+    );
+    writeFileSync(path(`${name}.crt`), cert.toString('pem'));
+    const keyPem = KeyObject.from(keys.privateKey).export({ type: 'pkcs8', format: 'pem' });
+    writeFileSync(path(`${name}.key`), keyPem);
+  }
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'citadelctl-cert-'));
+    await writeIdentity('svc');
+    await writeIdentity('other');
+    writeFileSync(path('not.pem'), 'hello');
+    writeFileSync(path('api.key'), 'sk_live_file\n');
+  });
+
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  void it('needs no API key with --cert and --key, and reads both', () => {
+    const s = resolveConnection({ cert: path('svc.crt'), key: path('svc.key') }, noConfig(), dir);
+    assert.equal(s.certFile, path('svc.crt'));
+    assert.equal(s.keyFile, path('svc.key'));
+    assert.match(s.certPem?.toString() ?? '', /BEGIN CERTIFICATE/);
+    assert.match(s.keyPem?.toString() ?? '', /BEGIN PRIVATE KEY/);
+    assert.equal(s.apiKey, undefined);
+    assert.equal(s.apiKeySource, undefined);
+  });
+
+  void it('still reads an API key given with the certificate', () => {
+    const env = { ...noConfig(), CITADEL_API_KEY: 'sk_live_env' };
+    const s = resolveConnection({ cert: path('svc.crt'), key: path('svc.key') }, env, dir);
+    assert.equal(s.apiKey, 'sk_live_env');
+    assert.equal(s.certFile, path('svc.crt'));
+  });
+
+  void it('takes CITADEL_CERT and CITADEL_KEY, and flags over them', () => {
+    const env = {
+      ...noConfig(),
+      CITADEL_CERT: path('other.crt'),
+      CITADEL_KEY: path('other.key'),
+    };
+    assert.equal(resolveConnection({}, env, dir).certFile, path('other.crt'));
+    const s = resolveConnection({ cert: path('svc.crt'), key: path('svc.key') }, env, dir);
+    assert.equal(s.certFile, path('svc.crt'));
+    assert.equal(s.keyFile, path('svc.key'));
+  });
+
+  void it('reads cert and key from the config file, relative to it', () => {
+    mkdirSync(path('conf'));
+    const config = path('conf/config.yaml');
+    writeFileSync(config, 'server: file-host:1\ncert: ../svc.crt\nkey: ../svc.key\n');
+    const s = resolveConnection({ config }, {}, dir);
+    assert.equal(s.certFile, path('svc.crt'));
+    assert.equal(s.keyFile, path('svc.key'));
+    assert.equal(s.apiKey, undefined);
+  });
+
+  void it('still requires an API key without a certificate', () => {
+    assert.throws(
+      () => resolveConnection({}, noConfig(), dir),
+      (err: unknown) =>
+        err instanceof ConfigError && err.message.includes('or a client certificate with --cert'),
+    );
+  });
+
+  void it('refuses half an identity, insecure, unreadable files and a mismatched key', () => {
+    const fails = (fn: () => unknown, field: string, message: RegExp): void => {
+      assert.throws(fn, (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.equal(err.field, field);
+        assert.match(err.message, message);
+        return true;
+      });
+    };
+    const env = noConfig();
+    fails(() => resolveConnection({ cert: path('svc.crt') }, env, dir), '--cert', /--key/);
+    fails(
+      () => resolveConnection({}, { ...env, CITADEL_KEY: path('svc.key') }, dir),
+      'CITADEL_KEY',
+      /--cert/,
+    );
+    fails(
+      () =>
+        resolveConnection(
+          { cert: path('svc.crt'), key: path('svc.key'), insecure: true },
+          env,
+          dir,
+        ),
+      '--cert',
+      /needs TLS/,
+    );
+    fails(
+      () => resolveConnection({ cert: path('missing.crt'), key: path('svc.key') }, env, dir),
+      '--cert',
+      /does not exist/,
+    );
+    fails(
+      () => resolveConnection({ cert: path('not.pem'), key: path('svc.key') }, env, dir),
+      '--cert',
+      /not a PEM certificate/,
+    );
+    fails(
+      () => resolveConnection({ cert: path('svc.crt'), key: path('not.pem') }, env, dir),
+      '--key',
+      /not an unencrypted PEM private key/,
+    );
+    fails(
+      () => resolveConnection({ cert: path('svc.crt'), key: path('other.key') }, env, dir),
+      '--key',
+      /not the private key of/,
+    );
+    // A broken API key file is still an error, certificate or not.
+    fails(
+      () =>
+        resolveConnection(
+          { cert: path('svc.crt'), key: path('svc.key'), apiKeyFile: path('missing.key') },
+          env,
+          dir,
+        ),
+      '--api-key-file',
+      /does not exist/,
+    );
   });
 });
