@@ -2,7 +2,8 @@
  * `npm run bench`: task-create throughput and latency through a real citadel-server process
  * (TLS, API-key auth, validation, sealed payload, audit record in the same txn), beside the
  * baseline of raw etcd compare-and-put transactions from Node, measured in the same run on the
- * same etcd. Prints medians and ratios; see docs/performance.md.
+ * same etcd, and the time from blocking a worker to its stream being cut. Prints medians and
+ * ratios; see docs/performance.md.
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
@@ -13,6 +14,7 @@ import { Etcd3 } from 'etcd3';
 import { CreateTaskRequest, TaskServiceClient } from '../gen/citadel/v1/task_service.js';
 import { startTestEtcd } from '../test/helpers/etcd.js';
 import { bearer, freshPrefix, spawnServer } from '../test/helpers/server.js';
+import { blockToStreamCut } from './bench-workers.js';
 
 const TOTAL = Number(process.env.BENCH_OPS ?? 5000);
 const IN_FLIGHT = Number(process.env.BENCH_IN_FLIGHT ?? 64);
@@ -121,6 +123,21 @@ async function main(): Promise<void> {
       `create rate / raw txn rate: ${(create.rate / base.rate).toFixed(2)} (target >= 0.75)`,
     );
     console.log(`create p99: ${create.p99.toFixed(2)} ms (target <= 25 ms)`);
+
+    const cuts = (
+      await blockToStreamCut({
+        port: server.port,
+        workerPort: server.workerPort,
+        caPem: await fs.readFile(path.join(dataDir, 'ca.crt')),
+        admin: md,
+        count: 20,
+      })
+    ).sort((a, b) => a - b);
+    console.log('');
+    console.log(
+      `BlockWorker call to stream cut, ${cuts.length} workers: median ${median(cuts).toFixed(1)} ms, ` +
+        `max ${cuts.at(-1)!.toFixed(1)} ms (target <= 1000 ms)`,
+    );
   } finally {
     client.close();
     raw.close();
