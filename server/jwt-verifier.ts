@@ -31,6 +31,8 @@ export interface JwtOptions {
   roleClaim: string;
   /** Clock skew tolerated on exp / nbf, in seconds. @default 30 */
   leewaySeconds: number;
+  /** Least time between two fetches of the JWKS URL. @default 30000 */
+  jwksCooldownMs?: number;
 }
 
 export interface VerifiedToken {
@@ -62,7 +64,10 @@ export class JwtVerifier {
       if (url.protocol !== 'https:')
         throw new ConfigError('--jwt-jwks-url', 'must be an https:// URL');
       return new JwtVerifier(
-        createRemoteJWKSet(url, { cacheMaxAge: 10 * 60_000, cooldownDuration: 30_000 }),
+        createRemoteJWKSet(url, {
+          cacheMaxAge: 10 * 60_000,
+          cooldownDuration: options.jwksCooldownMs ?? 30_000,
+        }),
         options,
       );
     }

@@ -15,6 +15,7 @@ import { CitadelServer } from './server.js';
 import { compileServerOptions, type ServerOptionsInput } from './server-options.js';
 
 const CONFIG_KEYS = new Set([
+  'jwtJwksCooldown',
   'workerListen',
   'workerCertTtl',
   'heartbeatInterval',
@@ -119,6 +120,8 @@ function readConfigFile(file: string): ServerOptionsInput {
   const afw = str('authFailureWindow');
   if (afw !== undefined) out.authFailureWindowMs = parseDuration(afw, `${file}: authFailureWindow`);
   out.workerListen = str('workerListen');
+  const jc = str('jwtJwksCooldown');
+  if (jc !== undefined) out.jwtJwksCooldownMs = parseDuration(jc, `${file}: jwtJwksCooldown`);
   const durationKey = (k: string) => {
     const v = str(k);
     return v === undefined ? undefined : parseDuration(v, `${file}: ${k}`);
@@ -163,6 +166,7 @@ interface Flags {
   jwtRoleClaim?: string;
   jwtLeeway?: number;
   jwtAutoProvision?: boolean;
+  jwtJwksCooldown?: number;
   workerListen?: string;
   workerCertTtl?: number;
   heartbeatInterval?: number;
@@ -249,6 +253,11 @@ async function main(): Promise<void> {
       Number(v),
     )
     .option('--jwt-auto-provision', 'create unknown token subjects as viewers')
+    .option(
+      '--jwt-jwks-cooldown <duration>',
+      'least time between two fetches of the JWKS URL (default 30s)',
+      duration('--jwt-jwks-cooldown'),
+    )
     .option('--worker-listen <host:port>', 'worker endpoint, mutual TLS (default "127.0.0.1:7444")')
     .option(
       '--worker-cert-ttl <duration>',
@@ -309,6 +318,7 @@ async function main(): Promise<void> {
       jwtRoleClaim: flags.jwtRoleClaim,
       jwtLeewaySeconds: flags.jwtLeeway,
       jwtAutoProvision: flags.jwtAutoProvision,
+      jwtJwksCooldownMs: flags.jwtJwksCooldown,
       workerListen: flags.workerListen,
       workerCertTtlMs: flags.workerCertTtl,
       heartbeatIntervalMs: flags.heartbeatInterval,

@@ -54,6 +54,8 @@ export interface ServerOptions {
   jwtAudience?: string;
   /** Claim naming the caller's role. @default "citadel_role" */
   jwtRoleClaim: string;
+  /** Least time between two fetches of the JWKS URL (unknown key ids refetch). @default 30000 */
+  jwtJwksCooldownMs: number;
   /** Clock skew tolerated on exp / nbf, seconds. @default 30 */
   jwtLeewaySeconds: number;
   /** Create unknown token subjects as viewers. @default false */
@@ -124,6 +126,7 @@ export function compileServerOptions(input: ServerOptionsInput): Readonly<Server
     jwtAudience: input.jwtAudience,
     jwtRoleClaim: input.jwtRoleClaim ?? 'citadel_role',
     jwtLeewaySeconds: input.jwtLeewaySeconds ?? 30,
+    jwtJwksCooldownMs: input.jwtJwksCooldownMs ?? 30_000,
     jwtAutoProvision: input.jwtAutoProvision ?? false,
     workerListen: input.workerListen ?? '127.0.0.1:7444',
     workerCertTtlMs: input.workerCertTtlMs ?? 3_600_000,
@@ -164,6 +167,7 @@ export function compileServerOptions(input: ServerOptionsInput): Readonly<Server
     throw new ConfigError('--jwt-jwks-file', 'JWT settings need --jwt-jwks-file or --jwt-jwks-url');
   }
   intInRange(o.jwtLeewaySeconds, '--jwt-leeway', 0, 300);
+  intInRange(o.jwtJwksCooldownMs, '--jwt-jwks-cooldown', 1000, 3_600_000);
   if (!/^[A-Za-z0-9_:./-]{1,100}$/.test(o.jwtRoleClaim)) {
     throw new ConfigError('--jwt-role-claim', 'must be a claim name');
   }

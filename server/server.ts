@@ -258,6 +258,7 @@ export class CitadelServer {
             audience: options.jwtAudience!,
             roleClaim: options.jwtRoleClaim,
             leewaySeconds: options.jwtLeewaySeconds,
+            jwksCooldownMs: options.jwtJwksCooldownMs,
           })
         : undefined;
     const failures = new AuthFailureGuard(store, logger, {

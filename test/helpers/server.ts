@@ -119,6 +119,8 @@ export async function spawnServer(args: {
   masterKey: string;
   dataDir: string;
   extraArgs?: string[];
+  /** Extra environment variables. */
+  env?: NodeJS.ProcessEnv;
 }): Promise<ServerProcess> {
   const child = spawn(
     process.execPath,
@@ -146,7 +148,7 @@ export async function spawnServer(args: {
     ],
     {
       cwd: REPO_ROOT,
-      env: { ...process.env, CITADEL_MASTER_KEY: args.masterKey },
+      env: { ...process.env, ...args.env, CITADEL_MASTER_KEY: args.masterKey },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
