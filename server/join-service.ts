@@ -95,7 +95,8 @@ export function joinService(deps: JoinDeps): JoinServiceServer {
           const now = Date.now();
           const worker: WorkerRecord = {
             id: workerId,
-            labels: { ...token.value.labels, ...(hostname ? { host: hostname } : {}) },
+            // The token's labels (set by an admin) win over the host name the agent claims.
+            labels: { ...(hostname ? { host: hostname } : {}), ...token.value.labels },
             state: 'active',
             online: false,
             tokenId: token.value.id,

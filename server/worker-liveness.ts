@@ -8,7 +8,7 @@
 import type { IDuplexStream } from 'etcd3';
 import type { ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3/lib/rpc.js';
 import type { Logger } from 'pino';
-import { ConflictError, UnavailableError } from '../common/errors.js';
+import { ConflictError, UnauthenticatedError, UnavailableError } from '../common/errors.js';
 import { keys } from './keys.js';
 import { Tx, type Store } from './store.js';
 import type { LiveRecord, WorkerRecord } from './workers.js';
@@ -81,7 +81,10 @@ export class WorkerLiveness {
     const leaseId = grant.ID;
     for (let attempt = 0; attempt < 3; attempt++) {
       const worker = await store.getJson<WorkerRecord>(keys.worker(workerId));
-      if (!worker || worker.value.state !== 'active') break;
+      if (!worker || worker.value.state !== 'active') {
+        await store.client.leaseClient.leaseRevoke({ ID: leaseId }).catch(() => undefined);
+        throw new UnauthenticatedError(`worker ${workerId} is ${worker?.value.state ?? 'unknown'}`);
+      }
       const now = Date.now();
       const live: LiveRecord = { leaseId, registeredAt: now, replicaId: store.replicaId, sequence };
       const tx = new Tx()
@@ -125,6 +128,11 @@ export class WorkerLiveness {
     const stream = await this.openStream();
     return new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => {
+        // A stream that stalls without an error would fail every renewal: start a new one.
+        if (this.stream) {
+          void this.stream.then((s) => s.end()).catch(() => undefined);
+          this.stream = undefined;
+        }
         settle(new UnavailableError('etcd did not answer a lease keep-alive'));
       }, KEEPALIVE_TIMEOUT_MS);
       const settle = (ttl: number | Error) => {

@@ -5,7 +5,7 @@
  * worker is blocked or retired or its certificate revoked, on any replica.
  */
 import type { Logger } from 'pino';
-import { UnauthenticatedError } from '../common/errors.js';
+import { AbortedError, FailedPreconditionError, UnauthenticatedError } from '../common/errors.js';
 import type { ConnectResponse, WorkerServiceServer } from '../gen/citadel/v1/worker_service.js';
 import type { AuthFailureGuard } from './auth-failures.js';
 import { identityUri, revokeInTx, type CertRecord, type CertRegistry } from './cert-registry.js';
@@ -112,7 +112,15 @@ async function admitWorker(
               : undefined;
   }
   if (problem !== undefined || !worker) {
-    return refuse('worker_refused', `${problem ?? 'unknown worker'}`, identity.serial);
+    const message = problem ?? 'unknown worker';
+    // A retired serial in use may be a copy of the key in someone else's hands (or a call that
+    // raced its own renewal): audit it under its own reason, so it stands out.
+    const reason = /replaced by a renewal/.test(message)
+      ? 'certificate_retired'
+      : /blocked|retired/.test(message)
+        ? 'worker_ended'
+        : 'worker_refused';
+    return refuse(reason, message, identity.serial);
   }
   return { worker, cert: identity, ipAddress };
 }
@@ -121,6 +129,8 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
   const { store, logger, options } = deps;
   const admit = (call: AuthenticatedCall) => admitWorker(deps, call);
   const refusals = new Map<string, { start: number; count: number }>();
+  /** The open stream of each worker on this replica; a new one replaces it. */
+  const streams = new Map<string, () => void>();
 
   /** Audits a refused heartbeat; blocks the worker once refusals pass the limit in a window. */
   const refused = async (p: WorkerPrincipal, err: HeartbeatRefusedError): Promise<void> => {
@@ -146,19 +156,27 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
       .catch((e: unknown) => logger.warn({ err: e }, 'could not audit a refused heartbeat'));
     if (w.count < options.heartbeatRefusalLimit) return;
     refusals.delete(p.worker.id);
+    try {
+      await endWorker(deps, p.worker.id, 'blocked', 'heartbeat_refusals', {
+        eventType: 'security_alert',
+        action: 'block_worker',
+        result: 'success',
+        userId: 'system:heartbeat-verifier',
+        ipAddress: p.ipAddress,
+        details: { refusals: w.count, last_reason: err.reason },
+      });
+    } catch (e) {
+      logger.error(
+        { err: e, workerId: p.worker.id },
+        'could not block a worker after heartbeat refusals',
+      );
+      return;
+    }
+    deps.metrics.securityAlerts.inc({ kind: 'heartbeat_refusals' });
     logger.error(
       { workerId: p.worker.id, refusals: w.count, lastReason: err.reason, peer: p.ipAddress },
       'SECURITY ALERT: worker blocked after repeated heartbeat refusals',
     );
-    deps.metrics.securityAlerts.inc({ kind: 'heartbeat_refusals' });
-    await endWorker(deps, p.worker.id, 'blocked', 'heartbeat_refusals', {
-      eventType: 'security_alert',
-      action: 'block_worker',
-      result: 'success',
-      userId: 'system:heartbeat-verifier',
-      ipAddress: p.ipAddress,
-      details: { refusals: w.count, last_reason: err.reason },
-    }).catch((e: unknown) => logger.error({ err: e }, 'could not block a worker'));
   };
 
   return {
@@ -182,8 +200,19 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
       'WorkerService/RenewCertificate',
       admit,
       async (req, { principal }) => {
-        const csr = await verifyCsr(req.csrPem);
         const id = principal.worker.id;
+        const refuse = (reason: string, err: Error): never => {
+          deps.failures.fail({
+            peer: principal.ipAddress,
+            method: 'renew_certificate',
+            reason,
+            credential: principal.cert.serial,
+          });
+          throw err;
+        };
+        const csr = await verifyCsr(req.csrPem).catch((err: unknown) =>
+          refuse('bad_csr', err as Error),
+        );
         const cert = await issueClientCert(deps.ca, {
           uri: identityUri('worker', id),
           commonName: id,
@@ -193,25 +222,38 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
         await retryOnConflict(async () => {
           const worker = await readWorker(store, id);
           if (worker.value.state !== 'active') {
-            throw new UnauthenticatedError(`worker ${id} is ${worker.value.state}`);
+            refuse(
+              'worker_refused',
+              new UnauthenticatedError(`worker ${id} is ${worker.value.state}`),
+            );
           }
           const now = Date.now();
           const held = await store.getManyJson<CertRecord>(
             worker.value.serials.map((s) => keys.cert(s)),
           );
+          // The calling certificate, as etcd has it now: renewing retires it in this same
+          // transaction (compared on its revision), so one certificate renews exactly once
+          // however many calls race, and a retired one cannot renew again.
+          const calling = [...held.values()].find((c) => c.value.serial === principal.cert.serial);
+          if (!calling || calling.value.revokedAt !== undefined) {
+            return refuse(
+              'certificate_retired',
+              new UnauthenticatedError('this certificate was already renewed or revoked'),
+            );
+          }
+          // At most four renewals per lifetime: the agent renews at 40-50 % of it.
+          const lifetime = calling.value.notAfter - calling.value.issuedAt;
+          if (now - calling.value.issuedAt < lifetime / 4) {
+            throw new FailedPreconditionError(
+              'renewal too early: renew after a quarter of the certificate lifetime has passed',
+            );
+          }
           const tx = new Tx().expect(worker.key, worker.modRevision);
-          // The calling serial is retired; others stay valid until they expire (an agent may
-          // have renewed twice in a row on a slow link); expired ones are pruned.
-          const calling = [...held.values()].filter(
-            (c) => c.value.serial === principal.cert.serial,
-          );
-          const others = [...held.values()].filter((c) => c.value.serial !== principal.cert.serial);
-          const kept = [
-            ...revokeInTx(tx, calling, 'renewed', now),
-            ...others.filter((c) => c.value.notAfter > now).map((c) => c.value.serial),
-          ];
-          for (const c of others) {
+          const kept = revokeInTx(tx, [calling], 'renewed', now);
+          for (const c of held.values()) {
+            if (c === calling) continue;
             if (c.value.notAfter <= now) tx.expect(c.key, c.modRevision).delete(c.key);
+            else kept.push(c.value.serial);
           }
           tx.putJson(worker.key, { ...worker.value, serials: [...kept, cert.serial] })
             .putJson(keys.cert(cert.serial), {
@@ -278,7 +320,14 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
           },
           Math.min(Math.max(0, notAfter - Date.now()), 2 ** 31 - 1),
         );
+        const replaced = () => {
+          cleanup();
+          reject(new AbortedError('replaced by a newer stream of this worker'));
+        };
+        streams.get(principal.worker.id)?.();
+        streams.set(principal.worker.id, replaced);
         const cleanup = () => {
+          if (streams.get(principal.worker.id) === replaced) streams.delete(principal.worker.id);
           clearTimeout(expiry);
           deps.workers.off('change', onWorker);
           deps.certs.off('change', onCert);

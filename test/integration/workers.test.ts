@@ -10,6 +10,7 @@ import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { signedHeartbeat, HeartbeatSequence } from '../../agent/heartbeat.js';
+import { generateWorkerKey } from '../../agent/keys.js';
 import {
   AdminServiceClient,
   BlockWorkerRequest,
@@ -150,14 +151,17 @@ describe('join', () => {
       await codeOf(joinWorker(ts, { ...used, token: `cbt_${'A'.repeat(43)}` })),
       status.UNAUTHENTICATED,
     );
-    const reasons = new Set(
-      (await audits((a) => a.event_type === 'authentication_attempt' && a.action === 'join')).map(
-        (a) => a.details!.reason,
-      ),
-    );
-    for (const r of ['token_used_up', 'token_revoked', 'token_expired', 'unknown_token']) {
-      assert.ok(reasons.has(r), `audited ${r}`);
-    }
+    // Refusals are audited off the answer's path: wait for the records.
+    await eventually(async () => {
+      const reasons = new Set(
+        (await audits((a) => a.event_type === 'authentication_attempt' && a.action === 'join')).map(
+          (a) => a.details!.reason,
+        ),
+      );
+      for (const r of ['token_used_up', 'token_revoked', 'token_expired', 'unknown_token']) {
+        assert.ok(reasons.has(r), `audited ${r}`);
+      }
+    });
   });
 
   test('a CSR with a broken signature is refused; a CSR asking for other names gets the server’s identity only', async () => {
@@ -199,8 +203,10 @@ describe('join', () => {
     const cert = new X509Certificate(res.certificatePem);
     assert.equal(cert.subjectAltName, `URI:citadel://worker/${res.workerId}`);
     assert.equal(cert.subject, `CN=${res.workerId}`);
-    assert.ok(
-      (await audits((a) => a.action === 'join' && a.details?.reason === 'bad_csr')).length > 0,
+    await eventually(
+      async () =>
+        (await audits((a) => a.action === 'join' && a.details?.reason === 'bad_csr')).length > 0,
+      { message: 'the bad CSR is audited' },
     );
   });
 });
@@ -370,6 +376,70 @@ describe('liveness', () => {
       assert.notEqual(again.workerId, w.workerId);
     } finally {
       c.close();
+    }
+  });
+});
+
+describe('renewal', () => {
+  test('a certificate renews exactly once however many renewals race, and not too early', async () => {
+    const short = await startTestServer(etcd.endpoint, { workerCertTtlMs: 10_000 });
+    const shortAdmin = adminClient(short);
+    try {
+      const token = await createToken(short);
+      const joinedAt = Date.now();
+      const w = await joinWorker(short, token);
+      const c = workerClient(short.server.workerPort, w.identity);
+      const renew = async () => {
+        const { csrPem } = await generateWorkerKey('p256', 'renewer');
+        return new Promise<string>((resolve, reject) =>
+          c.client.renewCertificate({ csrPem }, (err, res) =>
+            err ? reject(err) : resolve(res.certificatePem),
+          ),
+        );
+      };
+      try {
+        const early = (await renew().catch((e: unknown) => e)) as ServiceError;
+        assert.equal(early.code, status.FAILED_PRECONDITION);
+        assert.match(early.details, /renewal too early/);
+        // Issued after joinedAt with a 10 s lifetime: a quarter has passed 2.5 s after it.
+        await eventually(() => Date.now() > joinedAt + 3000, {
+          message: 'a quarter of the lifetime passes',
+        });
+        const results = await Promise.allSettled(Array.from({ length: 10 }, () => renew()));
+        const won = results.filter((r) => r.status === 'fulfilled');
+        assert.equal(
+          won.length,
+          1,
+          `exactly one renewal per certificate: ${results.map((r) => (r.status === 'rejected' ? (r.reason as ServiceError).details : 'ok')).join('; ')}`,
+        );
+        for (const r of results) {
+          if (r.status === 'rejected') {
+            assert.equal((r.reason as ServiceError).code, status.UNAUTHENTICATED);
+          }
+        }
+        const worker = (
+          await short.call(
+            shortAdmin.getWorker.bind(shortAdmin),
+            GetWorkerRequest.fromPartial({ id: w.workerId }),
+          )
+        ).worker!;
+        const serials = (
+          await short.server.store.range<{ revokedAt?: number; subject: string }>(keys.certPrefix)
+        ).items.filter((i) => i.value.subject === w.workerId);
+        assert.equal(serials.length, 2);
+        assert.equal(serials.filter((i) => i.value.revokedAt === undefined).length, 1);
+        assert.equal(
+          worker.certificateSerial,
+          new X509Certificate(
+            (won[0] as PromiseFulfilledResult<string>).value,
+          ).serialNumber.toLowerCase(),
+        );
+      } finally {
+        c.close();
+      }
+    } finally {
+      shortAdmin.close();
+      await short.stop();
     }
   });
 });
