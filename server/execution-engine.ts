@@ -60,44 +60,77 @@ export class ExecutionEngine {
   }
 
   /**
-   * Moves a pending execution to assigned on `workerId` with a fencing token. Used by dispatch.
+   * Moves a pending execution to assigned on `workerId` (one-element `assignBatch`).
    * @throws FailedPreconditionError unless it is pending.
    */
-  async assignExecution(
-    id: string,
-    workerId: string,
-    fencingToken: number,
-    fence?: Fence,
-  ): Promise<Versioned<ExecutionRecord>> {
-    return retryOnConflict(async () => {
+  async assignExecution(id: string, workerId: string, fence?: Fence): Promise<ExecutionRecord> {
+    const [assigned] = await this.assignBatch([{ id, workerId }], fence);
+    if (!assigned) {
       const exec = await this.getExecution(id);
-      if (exec.value.state !== 'pending') {
-        throw new FailedPreconditionError(`execution is ${exec.value.state}, not pending`);
-      }
+      throw new FailedPreconditionError(`execution is ${exec.value.state}, not pending`);
+    }
+    return assigned;
+  }
+
+  /**
+   * Assigns pending executions to workers in one transaction (docs/dispatch.md): the fencing
+   * counter advances by one per execution (compared on its revision), and per execution the
+   * record becomes assigned with its token, its queue key goes, its `inflight/` and
+   * `assignments/` keys are written and the assignment is audited. Executions no longer pending
+   * are left out; a conflict re-reads and retries.
+   * @returns the executions assigned.
+   * @throws NotLeaderError when `fence` is broken.
+   */
+  async assignBatch(
+    wanted: readonly { id: string; workerId: string }[],
+    fence?: Fence,
+  ): Promise<ExecutionRecord[]> {
+    return retryOnConflict(async () => {
+      const read = await this.store.getManyJson<ExecutionRecord>([
+        keys.fencingCounter,
+        ...wanted.map((w) => keys.execution(w.id)),
+      ]);
+      const counter = read.get(keys.fencingCounter) as Versioned<unknown> | undefined;
+      let token = typeof counter?.value === 'number' ? counter.value : 0;
       const now = this.now();
-      const next: ExecutionRecord = {
-        ...exec.value,
-        state: 'assigned',
-        workerId,
-        fencingToken,
-        assignedAt: now,
-      };
-      const tx = new Tx()
-        .expect(exec.key, exec.modRevision)
-        .putJson(exec.key, next)
-        .delete(keys.queue(exec.value.priority, exec.value.scheduledAt, id))
-        .putJson(keys.inflight(id), { deadlineMs: now + next.timeoutMs, workerId });
-      tx.record({
-        eventType: 'execution_assigned',
-        action: 'assign',
-        result: 'success',
-        userId: SCHEDULER_ACTOR.userId,
-        taskId: exec.value.taskId,
-        executionId: id,
-        workerId,
-      });
-      const revision = await this.store.commit(tx, fence);
-      return { ...exec, value: next, modRevision: revision };
+      const tx = new Tx().expect(keys.fencingCounter, counter?.modRevision ?? 0);
+      const assigned: ExecutionRecord[] = [];
+      for (const { id, workerId } of wanted) {
+        const exec = read.get(keys.execution(id));
+        if (exec?.value.state !== 'pending') continue;
+        token += 1;
+        const next: ExecutionRecord = {
+          ...exec.value,
+          state: 'assigned',
+          workerId,
+          fencingToken: token,
+          assignedAt: now,
+        };
+        tx.expect(exec.key, exec.modRevision)
+          .putJson(exec.key, next)
+          .delete(keys.queue(exec.value.priority, exec.value.scheduledAt, id))
+          .putJson(keys.inflight(id), {
+            deadlineMs: now + next.timeoutMs,
+            workerId,
+            owner: next.owner,
+          })
+          .putJson(keys.assignment(workerId, id), { fencingToken: token, assignedAt: now })
+          .record({
+            eventType: 'execution_assigned',
+            action: 'assign',
+            result: 'success',
+            userId: SCHEDULER_ACTOR.userId,
+            taskId: exec.value.taskId,
+            executionId: id,
+            workerId,
+            details: { fencing_token: token },
+          });
+        assigned.push(next);
+      }
+      if (assigned.length === 0) return [];
+      tx.putJson(keys.fencingCounter, token);
+      await this.store.commit(tx, fence);
+      return assigned;
     });
   }
 
@@ -105,10 +138,15 @@ export class ExecutionEngine {
    * Moves an assigned execution to running (the worker's acknowledgement).
    * @throws FailedPreconditionError on a stale fencing token or a wrong state.
    */
-  async startExecution(id: string, fencingToken: number): Promise<Versioned<ExecutionRecord>> {
+  async startExecution(
+    id: string,
+    fencingToken: number,
+    workerId?: string,
+  ): Promise<Versioned<ExecutionRecord>> {
     return retryOnConflict(async () => {
       const exec = await this.getExecution(id);
       checkToken(exec.value, fencingToken);
+      if (workerId !== undefined) checkWorker(exec.value, workerId);
       if (exec.value.state !== 'assigned') {
         throw new FailedPreconditionError(`execution is ${exec.value.state}, not assigned`);
       }
@@ -120,6 +158,7 @@ export class ExecutionEngine {
         .putJson(keys.inflight(id), {
           deadlineMs: now + next.timeoutMs,
           workerId: exec.value.workerId,
+          owner: exec.value.owner,
         });
       tx.record({
         eventType: 'task_execution',
@@ -146,6 +185,8 @@ export class ExecutionEngine {
     result: Omit<ResultRecord, 'durationMs'>,
     options: {
       fencingToken?: number;
+      /** The reporting worker: it must be the one the execution is assigned to. */
+      workerId?: string;
       fence?: Fence;
       actor?: Actor;
       /**
@@ -158,6 +199,7 @@ export class ExecutionEngine {
     return retryOnConflict(async () => {
       const exec = await this.getExecution(id);
       if (options.fencingToken !== undefined) checkToken(exec.value, options.fencingToken);
+      if (options.workerId !== undefined) checkWorker(exec.value, options.workerId);
       if (isTerminal(exec.value.state) || exec.value.state === 'pending') {
         throw new FailedPreconditionError(
           `execution is ${exec.value.state}; it cannot become ${state}`,
@@ -182,6 +224,7 @@ export class ExecutionEngine {
         .expect(exec.key, exec.modRevision)
         .putJson(exec.key, next)
         .delete(keys.inflight(id));
+      if (exec.value.workerId) tx.delete(keys.assignment(exec.value.workerId, id));
       let retry: ExecutionRecord | undefined;
       if (task) {
         const t = structuredClone(task.value);
@@ -213,6 +256,12 @@ export class ExecutionEngine {
       const revision = await this.store.commit(tx, options.fence);
       return { execution: { ...exec, value: next, modRevision: revision }, retry };
     });
+  }
+}
+
+function checkWorker(exec: ExecutionRecord, workerId: string): void {
+  if (exec.workerId !== workerId) {
+    throw new FailedPreconditionError(`execution ${exec.id} is not assigned to this worker`);
   }
 }
 

@@ -90,6 +90,7 @@ export function cancelInTx(
   tx.putJson(exec.key, cancelled);
   if (e.state === 'pending') tx.delete(keys.queue(e.priority, e.scheduledAt, e.id));
   else tx.delete(keys.inflight(e.id));
+  if (e.workerId) tx.delete(keys.assignment(e.workerId, e.id));
   if (task) task.active = task.active.filter((id) => id !== e.id);
   tx.record({
     eventType: 'task_cancellation',

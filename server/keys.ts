@@ -36,6 +36,11 @@ export const keys = {
   queue: (priority: PriorityRank, dueMs: number, executionId: string) =>
     `queue/${priority}/${String(Math.max(0, Math.floor(dueMs))).padStart(15, '0')}/${executionId}`,
   inflightPrefix: 'inflight/',
+  /** An execution assigned to (or running on) a worker, watched by the worker's stream. */
+  assignmentPrefix: (workerId: string) => `assignments/${workerId}/`,
+  assignment: (workerId: string, executionId: string) => `assignments/${workerId}/${executionId}`,
+  /** The last fencing token handed out; advanced only by the fenced leader. */
+  fencingCounter: 'fencing/counter',
   inflight: (executionId: string) => `inflight/${executionId}`,
   leaderPrefix: 'leader/',
   bootstrapTokenPrefix: 'bootstrap-tokens/',

@@ -42,6 +42,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly dispatched = new Counter({
+    name: 'citadel_executions_dispatched_total',
+    help: 'Executions assigned to workers by this replica while it led.',
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'citadel_' });
   }

@@ -47,6 +47,7 @@ import { HeartbeatVerifier } from './heartbeat-verifier.js';
 import { joinService } from './join-service.js';
 import { WorkerLiveness } from './worker-liveness.js';
 import { WorkerReaper } from './worker-reaper.js';
+import { Dispatcher } from './dispatcher.js';
 import { workerService } from './worker-service.js';
 import { WorkerTable } from './workers.js';
 
@@ -243,6 +244,7 @@ export class CitadelServer {
         new Scheduler(store, engine, logger, metrics),
         new TimeoutWatcher(store, executions, options.timeoutGraceMs, logger),
         new WorkerReaper(store, executions, logger),
+        new Dispatcher(store, executions, users, logger, metrics),
       ],
       onChange: (leading) => metrics.leader.set(leading ? 1 : 0),
     });
@@ -318,6 +320,8 @@ export class CitadelServer {
       WorkerServiceService,
       workerService({
         store,
+        executions,
+        keyring: cluster.keyring,
         logger,
         metrics,
         workers,

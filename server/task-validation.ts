@@ -2,6 +2,7 @@
  * Validation of task definitions from the API. Turns a proto Task into a checked definition
  * with defaults applied, or throws InvalidArgumentError naming the first bad field. Pure.
  */
+import { CONTAINER_TASK_TYPE, containerSpec } from './container-task.js';
 import { createHash } from 'node:crypto';
 import { InvalidArgumentError } from '../common/errors.js';
 import { durationFromProto } from '../common/duration.js';
@@ -217,7 +218,7 @@ export function validateIdempotencyKey(key: string, field = 'task.idempotency_ke
 /** Validates a whole task for CreateTask. */
 export function validateNewTask(task: Task | undefined, now: number): TaskDefinition {
   if (task === undefined) throw new InvalidArgumentError('task', 'is required');
-  return {
+  const definition: TaskDefinition = {
     type: validateType(task.type),
     payload: validatePayload(task.payload),
     schedule: validateSchedule(task, now),
@@ -226,6 +227,8 @@ export function validateNewTask(task: Task | undefined, now: number): TaskDefini
     retry: validateRetry(task.retryPolicy),
     labels: validateLabels(task.labels),
   };
+  if (definition.type === CONTAINER_TASK_TYPE) containerSpec(definition.payload);
+  return definition;
 }
 
 /** Paths UpdateTask accepts in its field mask. */
@@ -298,6 +301,7 @@ export function applyUpdate(
         );
     }
   }
+  if (next.type === CONTAINER_TASK_TYPE) containerSpec(next.payload);
   return { definition: next, scheduleChanged };
 }
 

@@ -40,7 +40,7 @@ export class WorkerLiveness {
    * @returns whether the worker was (re)registered by this call.
    * @throws UnavailableError if etcd does not answer.
    */
-  async renew(worker: WorkerRecord, sequence: number): Promise<boolean> {
+  async renew(worker: WorkerRecord, sequence: number, totalSlots = 0): Promise<boolean> {
     let leaseId = this.leases.get(worker.id);
     if (leaseId === undefined) {
       const live = await this.options.store.getJson<LiveRecord>(keys.live(worker.id));
@@ -51,7 +51,7 @@ export class WorkerLiveness {
       return false;
     }
     this.leases.delete(worker.id);
-    return this.register(worker.id, sequence);
+    return this.register(worker.id, sequence, totalSlots);
   }
 
   /** The live record's sequence floor, for a replica that has not seen this worker yet. */
@@ -75,7 +75,7 @@ export class WorkerLiveness {
     if (stream) (await stream.catch(() => undefined))?.end();
   }
 
-  private async register(workerId: string, sequence: number): Promise<boolean> {
+  private async register(workerId: string, sequence: number, totalSlots: number): Promise<boolean> {
     const { store, ttlSeconds, logger } = this.options;
     const grant = await store.client.leaseClient.leaseGrant({ TTL: ttlSeconds });
     const leaseId = grant.ID;
@@ -86,7 +86,13 @@ export class WorkerLiveness {
         throw new UnauthenticatedError(`worker ${workerId} is ${worker?.value.state ?? 'unknown'}`);
       }
       const now = Date.now();
-      const live: LiveRecord = { leaseId, registeredAt: now, replicaId: store.replicaId, sequence };
+      const live: LiveRecord = {
+        leaseId,
+        registeredAt: now,
+        replicaId: store.replicaId,
+        sequence,
+        totalSlots,
+      };
       const tx = new Tx()
         .expect(keys.live(workerId), 0)
         .expect(worker.key, worker.modRevision)

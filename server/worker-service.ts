@@ -5,9 +5,22 @@
  * worker is blocked or retired or its certificate revoked, on any replica.
  */
 import type { Logger } from 'pino';
-import { AbortedError, FailedPreconditionError, UnauthenticatedError } from '../common/errors.js';
-import type { ConnectResponse, WorkerServiceServer } from '../gen/citadel/v1/worker_service.js';
+import type { Watcher } from 'etcd3';
+import {
+  AbortedError,
+  FailedPreconditionError,
+  UnauthenticatedError,
+  UnavailableError,
+} from '../common/errors.js';
+import type {
+  ConnectResponse,
+  HeartbeatBody,
+  WorkerServiceServer,
+} from '../gen/citadel/v1/worker_service.js';
 import type { AuthFailureGuard } from './auth-failures.js';
+import { buildAssignment, reportToResult } from './assignments.js';
+import type { Keyring } from './crypto/sealer.js';
+import type { ExecutionEngine } from './execution-engine.js';
 import { identityUri, revokeInTx, type CertRecord, type CertRegistry } from './cert-registry.js';
 import { retryOnConflict } from './execution-ops.js';
 import { HeartbeatRefusedError, type HeartbeatVerifier } from './heartbeat-verifier.js';
@@ -24,6 +37,8 @@ import { readWorker, type WorkerRecord, type WorkerTable } from './workers.js';
 
 export interface WorkerServiceDeps {
   store: Store;
+  executions: ExecutionEngine;
+  keyring: Keyring;
   logger: Logger;
   metrics: Metrics;
   workers: WorkerTable;
@@ -182,15 +197,15 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
   return {
     heartbeat: unaryWith(deps, 'WorkerService/Heartbeat', admit, async (req, { principal }) => {
       const id = principal.worker.id;
-      let sequence: number;
+      let body: HeartbeatBody;
       try {
         const floor = deps.verifier.knows(id) ? 0 : await deps.liveness.sequenceFloor(id);
-        sequence = deps.verifier.accept(req, principal.cert, floor).sequence;
+        body = deps.verifier.accept(req, principal.cert, floor);
       } catch (err) {
         if (err instanceof HeartbeatRefusedError) await refused(principal, err);
         throw err;
       }
-      await deps.liveness.renew(principal.worker, sequence);
+      await deps.liveness.renew(principal.worker, body.sequence, Math.min(body.totalSlots, 1024));
       deps.metrics.heartbeats.inc({ result: 'accepted' });
       return { leaseTtlMs: options.leaseTtlMs, nextHeartbeatMs: options.heartbeatIntervalMs };
     }),
@@ -290,56 +305,122 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
         },
       };
       call.write(first);
-      return new Promise<void>((resolve, reject) => {
-        const check = () => {
-          const problem = invalidity(deps, principal.cert);
-          if (problem !== undefined && problem !== 'unknown') {
-            cleanup();
-            logger.info({ workerId: principal.worker.id, problem }, 'worker stream cut');
-            reject(new UnauthenticatedError(problem));
+      const workerId = principal.worker.id;
+      const prefix = keys.assignmentPrefix(workerId);
+      // Sends run one after another, in the order etcd reported the changes.
+      let sending = Promise.resolve();
+      const send = (executionId: string, removed: boolean) => {
+        sending = sending.then(async () => {
+          if (removed) {
+            call.write({ event: { $case: 'cancelled', value: { executionId } } });
+            return;
           }
-        };
-        const onWorker = (id: string | undefined) => {
-          if (id === undefined || id === principal.worker.id) check();
-        };
-        const onCert = (serial: string | undefined) => {
-          if (serial === undefined || serial === principal.cert.serial) check();
-        };
-        const done = () => {
-          cleanup();
-          resolve();
-        };
-        // A TLS connection outlives its certificate: end the stream when the certificate expires.
-        const notAfter = principal.cert.notAfter;
-        const expiry = setTimeout(
-          () => {
-            cleanup();
-            reject(
-              new UnauthenticatedError('this worker certificate has expired; renew and reconnect'),
-            );
-          },
-          Math.min(Math.max(0, notAfter - Date.now()), 2 ** 31 - 1),
+          const assignment = await buildAssignment(store, deps.keyring, executionId);
+          if (assignment) call.write({ event: { $case: 'assignment', value: assignment } });
+        });
+        sending.catch((err: unknown) =>
+          logger.warn({ err, workerId }, 'could not send an assignment'),
         );
-        const replaced = () => {
-          cleanup();
-          reject(new AbortedError('replaced by a newer stream of this worker'));
-        };
-        streams.get(principal.worker.id)?.();
-        streams.set(principal.worker.id, replaced);
-        const cleanup = () => {
-          if (streams.get(principal.worker.id) === replaced) streams.delete(principal.worker.id);
-          clearTimeout(expiry);
-          deps.workers.off('change', onWorker);
-          deps.certs.off('change', onCert);
-          deps.shutdown.removeEventListener('abort', done);
-          call.off('cancelled', done);
-        };
-        deps.workers.on('change', onWorker);
-        deps.certs.on('change', onCert);
-        deps.shutdown.addEventListener('abort', done);
-        call.on('cancelled', done);
-        check();
+      };
+      return store.range<unknown>(prefix).then(async (current) => {
+        for (const item of current.items) send(item.key.slice(prefix.length), false);
+        const watcher = await store.watch(prefix, current.revision + 1);
+        watcher.on('put', (kv) => send(store.relative(kv.key).slice(prefix.length), false));
+        watcher.on('delete', (kv) => send(store.relative(kv.key).slice(prefix.length), true));
+        try {
+          await holdStream(watcher);
+        } finally {
+          await watcher.cancel().catch(() => undefined);
+        }
       });
+      function holdStream(watcher: Watcher): Promise<void> {
+        return new Promise<void>((resolve, reject) => {
+          watcher.once('error', (err) => {
+            cleanup();
+            reject(new UnavailableError('the assignment watch failed; reconnect', { cause: err }));
+          });
+          const check = () => {
+            const problem = invalidity(deps, principal.cert);
+            if (problem !== undefined && problem !== 'unknown') {
+              cleanup();
+              logger.info({ workerId: principal.worker.id, problem }, 'worker stream cut');
+              reject(new UnauthenticatedError(problem));
+            }
+          };
+          const onWorker = (id: string | undefined) => {
+            if (id === undefined || id === principal.worker.id) check();
+          };
+          const onCert = (serial: string | undefined) => {
+            if (serial === undefined || serial === principal.cert.serial) check();
+          };
+          const done = () => {
+            cleanup();
+            resolve();
+          };
+          // A TLS connection outlives its certificate: end the stream when the certificate expires.
+          const notAfter = principal.cert.notAfter;
+          const expiry = setTimeout(
+            () => {
+              cleanup();
+              reject(
+                new UnauthenticatedError(
+                  'this worker certificate has expired; renew and reconnect',
+                ),
+              );
+            },
+            Math.min(Math.max(0, notAfter - Date.now()), 2 ** 31 - 1),
+          );
+          const replaced = () => {
+            cleanup();
+            reject(new AbortedError('replaced by a newer stream of this worker'));
+          };
+          streams.get(principal.worker.id)?.();
+          streams.set(principal.worker.id, replaced);
+          const cleanup = () => {
+            if (streams.get(principal.worker.id) === replaced) streams.delete(principal.worker.id);
+            clearTimeout(expiry);
+            deps.workers.off('change', onWorker);
+            deps.certs.off('change', onCert);
+            deps.shutdown.removeEventListener('abort', done);
+            call.off('cancelled', done);
+          };
+          deps.workers.on('change', onWorker);
+          deps.certs.on('change', onCert);
+          deps.shutdown.addEventListener('abort', done);
+          call.on('cancelled', done);
+          if (call.cancelled) done();
+          else check();
+        });
+      }
     }),
+
+    startExecution: unaryWith(
+      deps,
+      'WorkerService/StartExecution',
+      admit,
+      async (req, { principal }) => {
+        await deps.executions.startExecution(
+          req.executionId,
+          req.fencingToken,
+          principal.worker.id,
+        );
+        return {};
+      },
+    ),
+
+    reportResult: unaryWith(
+      deps,
+      'WorkerService/ReportResult',
+      admit,
+      async (req, { principal }) => {
+        const { state, result } = reportToResult(deps.keyring, req);
+        await deps.executions.finishExecution(req.executionId, state, result, {
+          fencingToken: req.fencingToken,
+          workerId: principal.worker.id,
+          actor: { userId: `worker:${principal.worker.id}`, ipAddress: principal.ipAddress },
+        });
+        return {};
+      },
+    ),
   };
 }

@@ -38,6 +38,8 @@ export interface LiveRecord {
   replicaId: string;
   /** The heartbeat sequence accepted when the lease was granted: a floor for other replicas. */
   sequence: number;
+  /** Executions the worker runs at once, from the heartbeat that registered it. */
+  totalSlots?: number;
 }
 
 export const WORKER_ID_PATTERN = /^w_[0-9a-hjkmnp-tv-z]{16}$/;

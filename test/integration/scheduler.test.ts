@@ -195,8 +195,8 @@ void describe('execution state machine', () => {
       },
     });
     const [first] = await executions(task.id);
-    await ts.server.executions.assignExecution(first!.id, 'worker-a', 41);
-    await ts.server.executions.startExecution(first!.id, 41);
+    const a1 = await ts.server.executions.assignExecution(first!.id, 'worker-a');
+    await ts.server.executions.startExecution(first!.id, a1.fencingToken);
 
     const timedOut = await eventually(
       async () => {
@@ -227,8 +227,9 @@ void describe('execution state machine', () => {
     );
 
     // The last attempt succeeding ends the run: no third attempt.
-    await ts.server.executions.assignExecution(retry.id, 'worker-b', 42);
-    await ts.server.executions.startExecution(retry.id, 42);
+    const a2 = await ts.server.executions.assignExecution(retry.id, 'worker-b');
+    assert.ok(a2.fencingToken > a1.fencingToken, 'fencing tokens only grow');
+    await ts.server.executions.startExecution(retry.id, a2.fencingToken);
     await ts.server.executions.finishExecution(
       retry.id,
       'succeeded',
@@ -241,7 +242,7 @@ void describe('execution state machine', () => {
         timedOut: false,
         message: '',
       },
-      { fencingToken: 42 },
+      { fencingToken: a2.fencingToken },
     );
     assert.equal((await executions(task.id)).length, 2);
     const { task: done } = await ts.call(ts.client.getTask, { id: task.id });
@@ -260,8 +261,8 @@ void describe('execution state machine', () => {
         jitter: 0,
       },
     });
-    const fail = async (id: string, token: number) => {
-      await ts.server.executions.assignExecution(id, 'w', token);
+    const fail = async (id: string) => {
+      const { fencingToken } = await ts.server.executions.assignExecution(id, 'w');
       return ts.server.executions.finishExecution(
         id,
         'failed',
@@ -274,14 +275,14 @@ void describe('execution state machine', () => {
           timedOut: false,
           message: 'exit 3',
         },
-        { fencingToken: token },
+        { fencingToken },
       );
     };
     const [first] = await executions(task.id);
-    const r1 = await fail(first!.id, 7);
+    const r1 = await fail(first!.id);
     assert.ok(r1.retry, 'attempt 2 was created');
     assert.equal(r1.retry.scheduledAt - r1.execution.value.endedAt!, 1000);
-    const r2 = await fail(r1.retry.id, 8);
+    const r2 = await fail(r1.retry.id);
     assert.equal(r2.retry, undefined, 'no attempt 3');
     const states = (await executions(task.id)).map((e) => [e.attempt, e.state, e.result?.exitCode]);
     assert.deepEqual(states, [
@@ -306,10 +307,10 @@ void describe('execution state machine', () => {
   void test('a report with a stale fencing token is refused and changes nothing', async () => {
     const task = await create({ type: 'fenced' });
     const [exec] = await executions(task.id);
-    await ts.server.executions.assignExecution(exec!.id, 'w', 100);
+    const { fencingToken } = await ts.server.executions.assignExecution(exec!.id, 'w');
     const before = await ts.server.store.get(keys.execution(exec!.id));
     await assert.rejects(
-      ts.server.executions.startExecution(exec!.id, 99),
+      ts.server.executions.startExecution(exec!.id, fencingToken - 1),
       FailedPreconditionError,
     );
     await assert.rejects(
@@ -324,7 +325,7 @@ void describe('execution state machine', () => {
           timedOut: false,
           message: '',
         },
-        { fencingToken: 99 },
+        { fencingToken: fencingToken - 1 },
       ),
       /stale fencing token/,
     );
@@ -333,7 +334,7 @@ void describe('execution state machine', () => {
     // A terminal execution cannot move again, whatever the token.
     await ts.call(ts.client.cancelExecution, { id: exec!.id });
     await assert.rejects(
-      ts.server.executions.startExecution(exec!.id, 100),
+      ts.server.executions.startExecution(exec!.id, fencingToken),
       FailedPreconditionError,
     );
   });

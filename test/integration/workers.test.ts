@@ -336,7 +336,7 @@ describe('liveness', () => {
         return e;
       });
       // Dispatch is a later issue: assign it to this worker the way dispatch will.
-      await ts.server.executions.assignExecution(first.id, w.workerId, 1);
+      await ts.server.executions.assignExecution(first.id, w.workerId);
       // No more heartbeats: the lease lapses, the worker is deregistered, its work is lost.
       const after = await eventually(
         async () => {

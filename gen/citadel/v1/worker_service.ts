@@ -20,11 +20,112 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../google/protobuf/duration.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
 
 export const protobufPackage = "citadel.v1";
 
 export const protobufFileName = "citadel/v1/worker_service.proto";
+
+/** AssignmentState says whether an assignment was acknowledged. */
+export enum AssignmentState {
+  /** ASSIGNMENT_STATE_UNSPECIFIED - Not set. */
+  ASSIGNMENT_STATE_UNSPECIFIED = 0,
+  /** ASSIGNMENT_STATE_ASSIGNED - Assigned, not acknowledged yet: call StartExecution, then run it. */
+  ASSIGNMENT_STATE_ASSIGNED = 1,
+  /** ASSIGNMENT_STATE_RUNNING - Already acknowledged: if this worker does not run it, report OUTCOME_LOST. */
+  ASSIGNMENT_STATE_RUNNING = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function assignmentStateFromJSON(object: any): AssignmentState {
+  switch (object) {
+    case 0:
+    case "ASSIGNMENT_STATE_UNSPECIFIED":
+      return AssignmentState.ASSIGNMENT_STATE_UNSPECIFIED;
+    case 1:
+    case "ASSIGNMENT_STATE_ASSIGNED":
+      return AssignmentState.ASSIGNMENT_STATE_ASSIGNED;
+    case 2:
+    case "ASSIGNMENT_STATE_RUNNING":
+      return AssignmentState.ASSIGNMENT_STATE_RUNNING;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return AssignmentState.UNRECOGNIZED;
+  }
+}
+
+export function assignmentStateToJSON(object: AssignmentState): string {
+  switch (object) {
+    case AssignmentState.ASSIGNMENT_STATE_UNSPECIFIED:
+      return "ASSIGNMENT_STATE_UNSPECIFIED";
+    case AssignmentState.ASSIGNMENT_STATE_ASSIGNED:
+      return "ASSIGNMENT_STATE_ASSIGNED";
+    case AssignmentState.ASSIGNMENT_STATE_RUNNING:
+      return "ASSIGNMENT_STATE_RUNNING";
+    case AssignmentState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** Outcome is how an execution ended on the worker. */
+export enum Outcome {
+  /** OUTCOME_UNSPECIFIED - Not set; refused. */
+  OUTCOME_UNSPECIFIED = 0,
+  /** OUTCOME_SUCCEEDED - Exit code 0. */
+  OUTCOME_SUCCEEDED = 1,
+  /** OUTCOME_FAILED - A non-zero exit code, an OOM kill, or a failure to start. */
+  OUTCOME_FAILED = 2,
+  /** OUTCOME_TIMED_OUT - Killed at the task's timeout. */
+  OUTCOME_TIMED_OUT = 3,
+  /** OUTCOME_LOST - The worker no longer runs it (it restarted mid-run). */
+  OUTCOME_LOST = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function outcomeFromJSON(object: any): Outcome {
+  switch (object) {
+    case 0:
+    case "OUTCOME_UNSPECIFIED":
+      return Outcome.OUTCOME_UNSPECIFIED;
+    case 1:
+    case "OUTCOME_SUCCEEDED":
+      return Outcome.OUTCOME_SUCCEEDED;
+    case 2:
+    case "OUTCOME_FAILED":
+      return Outcome.OUTCOME_FAILED;
+    case 3:
+    case "OUTCOME_TIMED_OUT":
+      return Outcome.OUTCOME_TIMED_OUT;
+    case 4:
+    case "OUTCOME_LOST":
+      return Outcome.OUTCOME_LOST;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Outcome.UNRECOGNIZED;
+  }
+}
+
+export function outcomeToJSON(object: Outcome): string {
+  switch (object) {
+    case Outcome.OUTCOME_UNSPECIFIED:
+      return "OUTCOME_UNSPECIFIED";
+    case Outcome.OUTCOME_SUCCEEDED:
+      return "OUTCOME_SUCCEEDED";
+    case Outcome.OUTCOME_FAILED:
+      return "OUTCOME_FAILED";
+    case Outcome.OUTCOME_TIMED_OUT:
+      return "OUTCOME_TIMED_OUT";
+    case Outcome.OUTCOME_LOST:
+      return "OUTCOME_LOST";
+    case Outcome.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
 
 /**
  * Request of WorkerService.Heartbeat: a HeartbeatBody and the worker's signature over its
@@ -94,7 +195,101 @@ export interface ConnectResponse {
     | //
     /** Sent first: the stream is open. */
     { $case: "connected"; value: Connected }
+    | //
+    /** An execution assigned to this worker (sent again after a reconnect; match by id). */
+    { $case: "assignment"; value: Assignment }
+    | //
+    /** An assignment withdrawn (cancelled, timed out or lost): stop running it. */
+    { $case: "cancelled"; value: AssignmentCancelled }
     | undefined;
+}
+
+/** Assignment is one execution for the worker to run. */
+export interface Assignment {
+  /** The execution's id. */
+  executionId: string;
+  /** The task's id. */
+  taskId: string;
+  /** Attempt number, from 1. */
+  attempt: number;
+  /** Token to present with StartExecution and ReportResult. */
+  fencingToken: number;
+  /**
+   * ASSIGNMENT_STATE_RUNNING if the execution was already acknowledged (by this worker before a
+   * restart or a reconnect).
+   */
+  state: AssignmentState;
+  /** The task's type. */
+  taskType: string;
+  /** What to run, for tasks of the built-in type "container"; unset for other types. */
+  container:
+    | ContainerSpec
+    | undefined;
+  /** Kill the execution after this long. */
+  timeout: Duration | undefined;
+}
+
+/** ContainerSpec is what the built-in "container" task type runs. */
+export interface ContainerSpec {
+  /** A local image; it is never pulled. */
+  image: string;
+  /** The program and its arguments; no shell is involved. */
+  argv: string[];
+  /** Environment variables. */
+  env: { [key: string]: string };
+}
+
+export interface ContainerSpec_EnvEntry {
+  key: string;
+  value: string;
+}
+
+/** AssignmentCancelled withdraws an assignment. */
+export interface AssignmentCancelled {
+  /** The execution's id. */
+  executionId: string;
+}
+
+/** Request of WorkerService.StartExecution. */
+export interface StartExecutionRequest {
+  /** The execution's id. */
+  executionId: string;
+  /** The assignment's fencing token. */
+  fencingToken: number;
+}
+
+/** Response of WorkerService.StartExecution. */
+export interface StartExecutionResponse {
+}
+
+/** Request of WorkerService.ReportResult. */
+export interface ReportResultRequest {
+  /** The execution's id. */
+  executionId: string;
+  /** The assignment's fencing token. */
+  fencingToken: number;
+  /** How it ended. */
+  outcome: Outcome;
+  /** The process's exit code, if it exited. */
+  exitCode?:
+    | number
+    | undefined;
+  /** Captured standard output, at most 64 KiB. */
+  stdout: Buffer;
+  /** Captured standard error, at most 64 KiB. */
+  stderr: Buffer;
+  /** Whether standard output was cut at the cap. */
+  stdoutTruncated: boolean;
+  /** Whether standard error was cut at the cap. */
+  stderrTruncated: boolean;
+  /** Whether the kernel killed it for exceeding its memory limit. */
+  oomKilled: boolean;
+  /** A short human-readable explanation (never secret). */
+  message: string;
+}
+
+/** Response of WorkerService.ReportResult. */
+export interface ReportResultResponse {
 }
 
 /** Connected confirms a worker's stream is open. */
@@ -688,6 +883,12 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       case "connected":
         Connected.encode(message.event.value, writer.uint32(10).fork()).join();
         break;
+      case "assignment":
+        Assignment.encode(message.event.value, writer.uint32(18).fork()).join();
+        break;
+      case "cancelled":
+        AssignmentCancelled.encode(message.event.value, writer.uint32(26).fork()).join();
+        break;
     }
     return writer;
   },
@@ -713,6 +914,22 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
             message.event = { $case: "connected", value: Connected.decode(reader, reader.uint32()) };
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.event = { $case: "assignment", value: Assignment.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.event = { $case: "cancelled", value: AssignmentCancelled.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -727,7 +944,13 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
 
   fromJSON(object: any): ConnectResponse {
     return {
-      event: isSet(object.connected) ? { $case: "connected", value: Connected.fromJSON(object.connected) } : undefined,
+      event: isSet(object.connected)
+        ? { $case: "connected", value: Connected.fromJSON(object.connected) }
+        : isSet(object.assignment)
+        ? { $case: "assignment", value: Assignment.fromJSON(object.assignment) }
+        : isSet(object.cancelled)
+        ? { $case: "cancelled", value: AssignmentCancelled.fromJSON(object.cancelled) }
+        : undefined,
     };
   },
 
@@ -735,6 +958,10 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
     const obj: any = {};
     if (message.event?.$case === "connected") {
       obj.connected = Connected.toJSON(message.event.value);
+    } else if (message.event?.$case === "assignment") {
+      obj.assignment = Assignment.toJSON(message.event.value);
+    } else if (message.event?.$case === "cancelled") {
+      obj.cancelled = AssignmentCancelled.toJSON(message.event.value);
     }
     return obj;
   },
@@ -751,7 +978,963 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         }
         break;
       }
+      case "assignment": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "assignment", value: Assignment.fromPartial(object.event.value) };
+        }
+        break;
+      }
+      case "cancelled": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "cancelled", value: AssignmentCancelled.fromPartial(object.event.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseAssignment(): Assignment {
+  return {
+    executionId: "",
+    taskId: "",
+    attempt: 0,
+    fencingToken: 0,
+    state: 0,
+    taskType: "",
+    container: undefined,
+    timeout: undefined,
+  };
+}
+
+export const Assignment: MessageFns<Assignment> = {
+  encode(message: Assignment, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.executionId !== "") {
+      writer.uint32(10).string(message.executionId);
+    }
+    if (message.taskId !== "") {
+      writer.uint32(18).string(message.taskId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(24).uint32(message.attempt);
+    }
+    if (message.fencingToken !== 0) {
+      writer.uint32(32).uint64(message.fencingToken);
+    }
+    if (message.state !== 0) {
+      writer.uint32(40).int32(message.state);
+    }
+    if (message.taskType !== "") {
+      writer.uint32(50).string(message.taskType);
+    }
+    if (message.container !== undefined) {
+      ContainerSpec.encode(message.container, writer.uint32(58).fork()).join();
+    }
+    if (message.timeout !== undefined) {
+      Duration.encode(message.timeout, writer.uint32(66).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Assignment {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAssignment();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.executionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.fencingToken = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.taskType = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.container = ContainerSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.timeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Assignment {
+    return {
+      executionId: isSet(object.executionId)
+        ? globalThis.String(object.executionId)
+        : isSet(object.execution_id)
+        ? globalThis.String(object.execution_id)
+        : "",
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      fencingToken: isSet(object.fencingToken)
+        ? globalThis.Number(object.fencingToken)
+        : isSet(object.fencing_token)
+        ? globalThis.Number(object.fencing_token)
+        : 0,
+      state: isSet(object.state) ? assignmentStateFromJSON(object.state) : 0,
+      taskType: isSet(object.taskType)
+        ? globalThis.String(object.taskType)
+        : isSet(object.task_type)
+        ? globalThis.String(object.task_type)
+        : "",
+      container: isSet(object.container) ? ContainerSpec.fromJSON(object.container) : undefined,
+      timeout: isSet(object.timeout) ? Duration.fromJSON(object.timeout) : undefined,
+    };
+  },
+
+  toJSON(message: Assignment): unknown {
+    const obj: any = {};
+    if (message.executionId !== "") {
+      obj.executionId = message.executionId;
+    }
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    if (message.fencingToken !== 0) {
+      obj.fencingToken = Math.round(message.fencingToken);
+    }
+    if (message.state !== 0) {
+      obj.state = assignmentStateToJSON(message.state);
+    }
+    if (message.taskType !== "") {
+      obj.taskType = message.taskType;
+    }
+    if (message.container !== undefined) {
+      obj.container = ContainerSpec.toJSON(message.container);
+    }
+    if (message.timeout !== undefined) {
+      obj.timeout = Duration.toJSON(message.timeout);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Assignment>): Assignment {
+    return Assignment.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Assignment>): Assignment {
+    const message = createBaseAssignment();
+    message.executionId = object.executionId ?? "";
+    message.taskId = object.taskId ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.fencingToken = object.fencingToken ?? 0;
+    message.state = object.state ?? 0;
+    message.taskType = object.taskType ?? "";
+    message.container = (object.container !== undefined && object.container !== null)
+      ? ContainerSpec.fromPartial(object.container)
+      : undefined;
+    message.timeout = (object.timeout !== undefined && object.timeout !== null)
+      ? Duration.fromPartial(object.timeout)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseContainerSpec(): ContainerSpec {
+  return { image: "", argv: [], env: {} };
+}
+
+export const ContainerSpec: MessageFns<ContainerSpec> = {
+  encode(message: ContainerSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.image !== "") {
+      writer.uint32(10).string(message.image);
+    }
+    for (const v of message.argv) {
+      writer.uint32(18).string(v!);
+    }
+    globalThis.Object.entries(message.env).forEach(([key, value]: [string, string]) => {
+      ContainerSpec_EnvEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContainerSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContainerSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.image = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.argv.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = ContainerSpec_EnvEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.env[entry3.key] = entry3.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContainerSpec {
+    return {
+      image: isSet(object.image) ? globalThis.String(object.image) : "",
+      argv: globalThis.Array.isArray(object?.argv) ? object.argv.map((e: any) => globalThis.String(e)) : [],
+      env: isObject(object.env)
+        ? (globalThis.Object.entries(object.env) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: ContainerSpec): unknown {
+    const obj: any = {};
+    if (message.image !== "") {
+      obj.image = message.image;
+    }
+    if (message.argv?.length) {
+      obj.argv = message.argv;
+    }
+    if (message.env) {
+      const entries = globalThis.Object.entries(message.env) as [string, string][];
+      if (entries.length > 0) {
+        obj.env = {};
+        entries.forEach(([k, v]) => {
+          obj.env[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ContainerSpec>): ContainerSpec {
+    return ContainerSpec.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ContainerSpec>): ContainerSpec {
+    const message = createBaseContainerSpec();
+    message.image = object.image ?? "";
+    message.argv = object.argv?.map((e) => e) || [];
+    message.env = (globalThis.Object.entries(object.env ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseContainerSpec_EnvEntry(): ContainerSpec_EnvEntry {
+  return { key: "", value: "" };
+}
+
+export const ContainerSpec_EnvEntry: MessageFns<ContainerSpec_EnvEntry> = {
+  encode(message: ContainerSpec_EnvEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContainerSpec_EnvEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContainerSpec_EnvEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContainerSpec_EnvEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: ContainerSpec_EnvEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ContainerSpec_EnvEntry>): ContainerSpec_EnvEntry {
+    return ContainerSpec_EnvEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ContainerSpec_EnvEntry>): ContainerSpec_EnvEntry {
+    const message = createBaseContainerSpec_EnvEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseAssignmentCancelled(): AssignmentCancelled {
+  return { executionId: "" };
+}
+
+export const AssignmentCancelled: MessageFns<AssignmentCancelled> = {
+  encode(message: AssignmentCancelled, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.executionId !== "") {
+      writer.uint32(10).string(message.executionId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AssignmentCancelled {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAssignmentCancelled();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.executionId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AssignmentCancelled {
+    return {
+      executionId: isSet(object.executionId)
+        ? globalThis.String(object.executionId)
+        : isSet(object.execution_id)
+        ? globalThis.String(object.execution_id)
+        : "",
+    };
+  },
+
+  toJSON(message: AssignmentCancelled): unknown {
+    const obj: any = {};
+    if (message.executionId !== "") {
+      obj.executionId = message.executionId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AssignmentCancelled>): AssignmentCancelled {
+    return AssignmentCancelled.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AssignmentCancelled>): AssignmentCancelled {
+    const message = createBaseAssignmentCancelled();
+    message.executionId = object.executionId ?? "";
+    return message;
+  },
+};
+
+function createBaseStartExecutionRequest(): StartExecutionRequest {
+  return { executionId: "", fencingToken: 0 };
+}
+
+export const StartExecutionRequest: MessageFns<StartExecutionRequest> = {
+  encode(message: StartExecutionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.executionId !== "") {
+      writer.uint32(10).string(message.executionId);
+    }
+    if (message.fencingToken !== 0) {
+      writer.uint32(16).uint64(message.fencingToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StartExecutionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStartExecutionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.executionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.fencingToken = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StartExecutionRequest {
+    return {
+      executionId: isSet(object.executionId)
+        ? globalThis.String(object.executionId)
+        : isSet(object.execution_id)
+        ? globalThis.String(object.execution_id)
+        : "",
+      fencingToken: isSet(object.fencingToken)
+        ? globalThis.Number(object.fencingToken)
+        : isSet(object.fencing_token)
+        ? globalThis.Number(object.fencing_token)
+        : 0,
+    };
+  },
+
+  toJSON(message: StartExecutionRequest): unknown {
+    const obj: any = {};
+    if (message.executionId !== "") {
+      obj.executionId = message.executionId;
+    }
+    if (message.fencingToken !== 0) {
+      obj.fencingToken = Math.round(message.fencingToken);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<StartExecutionRequest>): StartExecutionRequest {
+    return StartExecutionRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StartExecutionRequest>): StartExecutionRequest {
+    const message = createBaseStartExecutionRequest();
+    message.executionId = object.executionId ?? "";
+    message.fencingToken = object.fencingToken ?? 0;
+    return message;
+  },
+};
+
+function createBaseStartExecutionResponse(): StartExecutionResponse {
+  return {};
+}
+
+export const StartExecutionResponse: MessageFns<StartExecutionResponse> = {
+  encode(_: StartExecutionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StartExecutionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStartExecutionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): StartExecutionResponse {
+    return {};
+  },
+
+  toJSON(_: StartExecutionResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<StartExecutionResponse>): StartExecutionResponse {
+    return StartExecutionResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<StartExecutionResponse>): StartExecutionResponse {
+    const message = createBaseStartExecutionResponse();
+    return message;
+  },
+};
+
+function createBaseReportResultRequest(): ReportResultRequest {
+  return {
+    executionId: "",
+    fencingToken: 0,
+    outcome: 0,
+    exitCode: undefined,
+    stdout: Buffer.alloc(0),
+    stderr: Buffer.alloc(0),
+    stdoutTruncated: false,
+    stderrTruncated: false,
+    oomKilled: false,
+    message: "",
+  };
+}
+
+export const ReportResultRequest: MessageFns<ReportResultRequest> = {
+  encode(message: ReportResultRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.executionId !== "") {
+      writer.uint32(10).string(message.executionId);
+    }
+    if (message.fencingToken !== 0) {
+      writer.uint32(16).uint64(message.fencingToken);
+    }
+    if (message.outcome !== 0) {
+      writer.uint32(24).int32(message.outcome);
+    }
+    if (message.exitCode !== undefined) {
+      writer.uint32(32).int32(message.exitCode);
+    }
+    if (message.stdout.length !== 0) {
+      writer.uint32(42).bytes(message.stdout);
+    }
+    if (message.stderr.length !== 0) {
+      writer.uint32(50).bytes(message.stderr);
+    }
+    if (message.stdoutTruncated !== false) {
+      writer.uint32(56).bool(message.stdoutTruncated);
+    }
+    if (message.stderrTruncated !== false) {
+      writer.uint32(64).bool(message.stderrTruncated);
+    }
+    if (message.oomKilled !== false) {
+      writer.uint32(72).bool(message.oomKilled);
+    }
+    if (message.message !== "") {
+      writer.uint32(82).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportResultRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportResultRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.executionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.fencingToken = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.outcome = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.exitCode = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.stdout = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.stderr = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.stdoutTruncated = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.stderrTruncated = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.oomKilled = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReportResultRequest {
+    return {
+      executionId: isSet(object.executionId)
+        ? globalThis.String(object.executionId)
+        : isSet(object.execution_id)
+        ? globalThis.String(object.execution_id)
+        : "",
+      fencingToken: isSet(object.fencingToken)
+        ? globalThis.Number(object.fencingToken)
+        : isSet(object.fencing_token)
+        ? globalThis.Number(object.fencing_token)
+        : 0,
+      outcome: isSet(object.outcome) ? outcomeFromJSON(object.outcome) : 0,
+      exitCode: isSet(object.exitCode)
+        ? globalThis.Number(object.exitCode)
+        : isSet(object.exit_code)
+        ? globalThis.Number(object.exit_code)
+        : undefined,
+      stdout: isSet(object.stdout) ? Buffer.from(bytesFromBase64(object.stdout)) : Buffer.alloc(0),
+      stderr: isSet(object.stderr) ? Buffer.from(bytesFromBase64(object.stderr)) : Buffer.alloc(0),
+      stdoutTruncated: isSet(object.stdoutTruncated)
+        ? globalThis.Boolean(object.stdoutTruncated)
+        : isSet(object.stdout_truncated)
+        ? globalThis.Boolean(object.stdout_truncated)
+        : false,
+      stderrTruncated: isSet(object.stderrTruncated)
+        ? globalThis.Boolean(object.stderrTruncated)
+        : isSet(object.stderr_truncated)
+        ? globalThis.Boolean(object.stderr_truncated)
+        : false,
+      oomKilled: isSet(object.oomKilled)
+        ? globalThis.Boolean(object.oomKilled)
+        : isSet(object.oom_killed)
+        ? globalThis.Boolean(object.oom_killed)
+        : false,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: ReportResultRequest): unknown {
+    const obj: any = {};
+    if (message.executionId !== "") {
+      obj.executionId = message.executionId;
+    }
+    if (message.fencingToken !== 0) {
+      obj.fencingToken = Math.round(message.fencingToken);
+    }
+    if (message.outcome !== 0) {
+      obj.outcome = outcomeToJSON(message.outcome);
+    }
+    if (message.exitCode !== undefined) {
+      obj.exitCode = Math.round(message.exitCode);
+    }
+    if (message.stdout.length !== 0) {
+      obj.stdout = base64FromBytes(message.stdout);
+    }
+    if (message.stderr.length !== 0) {
+      obj.stderr = base64FromBytes(message.stderr);
+    }
+    if (message.stdoutTruncated !== false) {
+      obj.stdoutTruncated = message.stdoutTruncated;
+    }
+    if (message.stderrTruncated !== false) {
+      obj.stderrTruncated = message.stderrTruncated;
+    }
+    if (message.oomKilled !== false) {
+      obj.oomKilled = message.oomKilled;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReportResultRequest>): ReportResultRequest {
+    return ReportResultRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReportResultRequest>): ReportResultRequest {
+    const message = createBaseReportResultRequest();
+    message.executionId = object.executionId ?? "";
+    message.fencingToken = object.fencingToken ?? 0;
+    message.outcome = object.outcome ?? 0;
+    message.exitCode = object.exitCode ?? undefined;
+    message.stdout = object.stdout ?? Buffer.alloc(0);
+    message.stderr = object.stderr ?? Buffer.alloc(0);
+    message.stdoutTruncated = object.stdoutTruncated ?? false;
+    message.stderrTruncated = object.stderrTruncated ?? false;
+    message.oomKilled = object.oomKilled ?? false;
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
+function createBaseReportResultResponse(): ReportResultResponse {
+  return {};
+}
+
+export const ReportResultResponse: MessageFns<ReportResultResponse> = {
+  encode(_: ReportResultResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportResultResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportResultResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ReportResultResponse {
+    return {};
+  },
+
+  toJSON(_: ReportResultResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReportResultResponse>): ReportResultResponse {
+    return ReportResultResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ReportResultResponse>): ReportResultResponse {
+    const message = createBaseReportResultResponse();
     return message;
   },
 };
@@ -900,6 +2083,36 @@ export const WorkerServiceService = {
     responseSerialize: (value: ConnectResponse): Buffer => Buffer.from(ConnectResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ConnectResponse => ConnectResponse.decode(value),
   },
+  /**
+   * Acknowledges an assignment: the execution becomes running. Only the worker it is assigned
+   * to, with its current fencing token (FAILED_PRECONDITION for a stale token or a state other
+   * than assigned).
+   */
+  startExecution: {
+    path: "/citadel.v1.WorkerService/StartExecution" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: StartExecutionRequest): Buffer =>
+      Buffer.from(StartExecutionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StartExecutionRequest => StartExecutionRequest.decode(value),
+    responseSerialize: (value: StartExecutionResponse): Buffer =>
+      Buffer.from(StartExecutionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): StartExecutionResponse => StartExecutionResponse.decode(value),
+  },
+  /**
+   * Reports how an execution ended. Only the worker it is assigned to, with its current
+   * fencing token; FAILED_PRECONDITION for a stale token or an execution already ended.
+   */
+  reportResult: {
+    path: "/citadel.v1.WorkerService/ReportResult" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReportResultRequest): Buffer => Buffer.from(ReportResultRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReportResultRequest => ReportResultRequest.decode(value),
+    responseSerialize: (value: ReportResultResponse): Buffer =>
+      Buffer.from(ReportResultResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReportResultResponse => ReportResultResponse.decode(value),
+  },
 } as const;
 
 export interface WorkerServiceServer extends UntypedServiceImplementation {
@@ -921,6 +2134,17 @@ export interface WorkerServiceServer extends UntypedServiceImplementation {
    * revoked, and with OK when the replica shuts down (reconnect to another).
    */
   connect: handleServerStreamingCall<ConnectRequest, ConnectResponse>;
+  /**
+   * Acknowledges an assignment: the execution becomes running. Only the worker it is assigned
+   * to, with its current fencing token (FAILED_PRECONDITION for a stale token or a state other
+   * than assigned).
+   */
+  startExecution: handleUnaryCall<StartExecutionRequest, StartExecutionResponse>;
+  /**
+   * Reports how an execution ended. Only the worker it is assigned to, with its current
+   * fencing token; FAILED_PRECONDITION for a stale token or an execution already ended.
+   */
+  reportResult: handleUnaryCall<ReportResultRequest, ReportResultResponse>;
 }
 
 export interface WorkerServiceClient extends Client {
@@ -975,6 +2199,45 @@ export interface WorkerServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<ConnectResponse>;
+  /**
+   * Acknowledges an assignment: the execution becomes running. Only the worker it is assigned
+   * to, with its current fencing token (FAILED_PRECONDITION for a stale token or a state other
+   * than assigned).
+   */
+  startExecution(
+    request: StartExecutionRequest,
+    callback: (error: ServiceError | null, response: StartExecutionResponse) => void,
+  ): ClientUnaryCall;
+  startExecution(
+    request: StartExecutionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: StartExecutionResponse) => void,
+  ): ClientUnaryCall;
+  startExecution(
+    request: StartExecutionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: StartExecutionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Reports how an execution ended. Only the worker it is assigned to, with its current
+   * fencing token; FAILED_PRECONDITION for a stale token or an execution already ended.
+   */
+  reportResult(
+    request: ReportResultRequest,
+    callback: (error: ServiceError | null, response: ReportResultResponse) => void,
+  ): ClientUnaryCall;
+  reportResult(
+    request: ReportResultRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReportResultResponse) => void,
+  ): ClientUnaryCall;
+  reportResult(
+    request: ReportResultRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReportResultResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const WorkerServiceClient = makeGenericClientConstructor(
@@ -1034,6 +2297,10 @@ function longToNumber(int64: { toString(): string }): number {
     throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {
