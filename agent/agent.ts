@@ -11,6 +11,7 @@ import { HeartbeatSequence, signedHeartbeat } from './heartbeat.js';
 import type { WorkerIdentity } from './identity.js';
 import { renewalDelayMs, renewalRetryDelayMs, renewCertificate } from './renewal.js';
 import { type ServerAddress, formatServerAddress } from './server-address.js';
+import { Executor, type Runner } from './executor.js';
 import { WorkerSession } from './session.js';
 import type { DataPaths } from './state.js';
 import { StatusRecorder } from './status-recorder.js';
@@ -48,6 +49,8 @@ export interface AgentConfig {
   readonly random?: () => number;
   /** Called on every state change. */
   readonly onStateChange?: (state: AgentState) => void;
+  /** Runs assigned executions; without one the agent offers no slots. */
+  readonly runner?: Runner;
 }
 
 /** The agent's run loop. `start()` once, `stop()` once. */
@@ -69,6 +72,7 @@ export class Agent {
   readonly #status: StatusRecorder;
   #heartbeatOk = false;
   #expiryLogged = false;
+  readonly #executor: Executor | undefined;
 
   constructor(
     private readonly config: AgentConfig,
@@ -81,6 +85,13 @@ export class Agent {
     this.#intervalMs = config.heartbeatIntervalMs;
     this.#failures = new FailureLog(logger);
     this.#status = new StatusRecorder(config.paths, config.workerId, logger);
+    this.#executor =
+      config.runner &&
+      new Executor(
+        config.runner,
+        () => (this.#state.kind === 'connected' ? this.#session?.connection : undefined),
+        logger,
+      );
   }
 
   /** The current state. */
@@ -114,6 +125,7 @@ export class Agent {
   /** Stops timers, cancels the stream, closes the channel; resolves once the loop has ended. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.#executor?.stop();
     this.#wakeAll();
     this.#session?.close();
     await this.#loop;
@@ -150,6 +162,8 @@ export class Agent {
   async #runSession(address: ServerAddress): Promise<{ server: string; failure: CallFailure }> {
     const session: WorkerSession = new WorkerSession(address, this.#identity, {
       onConnected: (event) => this.#onConnected(session, event),
+      onAssignment: (a) => this.#executor?.onAssignment(a),
+      onCancelled: (id) => this.#executor?.onCancelled(id),
     });
     this.#session = session;
     this.#replicaId = undefined;
@@ -182,15 +196,17 @@ export class Agent {
   async #heartbeat(session: WorkerSession): Promise<number | CallFailure> {
     const identity = this.#identity;
     const sequence = this.#sequence.next();
+    const running = this.#executor?.runningIds() ?? [];
+    const slots = this.#executor ? this.config.slots : 0;
     const request = signedHeartbeat(
       {
         workerId: this.config.workerId,
         sequence,
         sendTime: new Date(),
         certificateSerial: identity.serial,
-        runningExecutionIds: [],
-        freeSlots: this.config.slots,
-        totalSlots: this.config.slots,
+        runningExecutionIds: running,
+        freeSlots: Math.max(0, slots - running.length),
+        totalSlots: slots,
       },
       identity.privateKey,
     );

@@ -5,6 +5,7 @@
  * data folder records. The only module that reads flags and environment. Exit status 0 on
  * success, 1 when the server, the connection or the data folder fails, 2 for usage errors.
  */
+import { ContainerRunner } from './container-runner.js';
 import { Command, CommanderError, Option } from 'commander';
 
 import { CitadelError, InvalidArgumentError } from '../common/errors.js';
@@ -61,6 +62,10 @@ async function runCommand(flags: RunFlags): Promise<void> {
   const servers =
     options.servers ?? state.servers.map((s) => parseServerAddress(s, `${paths.state}: servers`));
   const logger = createLogger({ name: 'citadel-agent', level: options.logLevel });
+  const runner = new ContainerRunner({ workerId: state.workerId, logger });
+  // Nothing runs yet: every container this worker labelled is an orphan of an earlier run.
+  const orphans = await runner.reconcile(new Set());
+  if (orphans.length > 0) logger.warn({ executionIds: orphans }, 'removed orphaned containers');
   const agent = new Agent(
     {
       paths,
@@ -69,6 +74,7 @@ async function runCommand(flags: RunFlags): Promise<void> {
       heartbeatIntervalMs: state.heartbeatIntervalMs,
       leaseTtlMs: state.leaseTtlMs,
       slots: options.slots,
+      runner,
     },
     identity,
     logger,

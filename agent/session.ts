@@ -6,7 +6,7 @@
  */
 import { type ClientReadableStream, type StatusObject, status } from '@grpc/grpc-js';
 
-import type { ConnectResponse } from '../gen/citadel/v1/worker_service.js';
+import type { Assignment, ConnectResponse } from '../gen/citadel/v1/worker_service.js';
 import { type CallFailure, classifyFailure, streamEnded } from './call-failure.js';
 import type { ServerAddress } from './server-address.js';
 import { type MutualTlsMaterial, WorkerConnection } from './worker-client.js';
@@ -15,6 +15,10 @@ import { type MutualTlsMaterial, WorkerConnection } from './worker-client.js';
 export interface SessionHooks {
   /** The Connect stream of a generation delivered its `connected` event. */
   onConnected(event: { server: string; replicaId: string; workerId: string }): void;
+  /** An execution assigned to this worker (possibly again, after a reconnect). */
+  onAssignment?(assignment: Assignment): void;
+  /** An assignment withdrawn: stop running it. */
+  onCancelled?(executionId: string): void;
 }
 
 /** One worker endpoint, one Connect stream at a time, failing as a whole. */
@@ -126,13 +130,18 @@ export class WorkerSession {
     this.#stream = stream;
     let connected = false;
     stream.on('data', (message: ConnectResponse) => {
-      if (!current() || connected || message.event?.$case !== 'connected') return;
-      connected = true;
-      this.hooks.onConnected({
-        server: this.server,
-        replicaId: message.event.value.replicaId,
-        workerId: message.event.value.workerId,
-      });
+      if (!current()) return;
+      const event = message.event;
+      if (event?.$case === 'assignment') this.hooks.onAssignment?.(event.value);
+      else if (event?.$case === 'cancelled') this.hooks.onCancelled?.(event.value.executionId);
+      else if (event?.$case === 'connected' && !connected) {
+        connected = true;
+        this.hooks.onConnected({
+          server: this.server,
+          replicaId: event.value.replicaId,
+          workerId: event.value.workerId,
+        });
+      }
     });
     // 'status' always comes last, with the code, after 'error' for a non-OK status.
     stream.on('error', () => {});

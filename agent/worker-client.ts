@@ -10,6 +10,8 @@ import {
   type HeartbeatResponse,
   type RenewCertificateRequest,
   type RenewCertificateResponse,
+  type ReportResultRequest,
+  type StartExecutionRequest,
   WorkerServiceClient,
 } from '../gen/citadel/v1/worker_service.js';
 import { type ServerAddress, formatServerAddress, tlsChannelOptions } from './server-address.js';
@@ -68,6 +70,30 @@ export class WorkerConnection {
         new Metadata(),
         { deadline: Date.now() + deadlineMs },
         (err, res) => (err ? reject(err) : resolve(res)),
+      );
+    });
+  }
+
+  /** Acknowledges an assignment. Rejects with the grpc-js ServiceError. */
+  startExecution(request: StartExecutionRequest, deadlineMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#client.startExecution(
+        request,
+        new Metadata(),
+        { deadline: Date.now() + deadlineMs },
+        (err) => (err ? reject(err) : resolve()),
+      );
+    });
+  }
+
+  /** Reports how an execution ended. Rejects with the grpc-js ServiceError. */
+  reportResult(request: ReportResultRequest, deadlineMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#client.reportResult(
+        request,
+        new Metadata(),
+        { deadline: Date.now() + deadlineMs },
+        (err) => (err ? reject(err) : resolve()),
       );
     });
   }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quickstart: prepares the machine, builds Citadel, starts one citadel-server on the embedded
-# etcd (fresh data dir .citadel/quickstart, so a new admin key is printed), creates a one-time
-# and a cron task with citadelctl, lists them, and shows the cron task's first executions.
+# etcd (fresh data dir .citadel/quickstart, so a new admin key is printed), joins a local
+# citadel-agent, runs a one-time task in a locked-down container and prints its output, then
+# creates a cron task and shows its first executions.
 #
 # Usage: bash scripts/quickstart.sh [--once]
 #   (default)  keep the server running until Ctrl-C
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 
 once=0
 for arg in "$@"; do
@@ -37,10 +38,13 @@ metrics_port=9464
 worker_port=7444
 data_dir=$repo/.citadel/quickstart
 log=$data_dir/server.log
+agent_dir=$data_dir/agent
+agent_log=$data_dir/agent.log
 ready_timeout_s=60
-executions_timeout_s=12
+executions_timeout_s=60
 
 server_pid=''
+agent_pid=''
 server_started=0
 stopping_pid=''
 phase=setup # setup | running | stopping
@@ -91,6 +95,18 @@ stop_server() {
   stop_leftover_etcd
 }
 
+# Stops the agent with SIGTERM (it aborts what it runs and removes its containers).
+stop_agent() {
+  [[ -n $agent_pid ]] || return 0
+  local pid=$agent_pid
+  agent_pid=''
+  if kill -0 "$pid" 2>/dev/null; then
+    say "stopping citadel-agent (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
 show_log() {
   if ((server_started == 1)) && [[ -s $log ]]; then
     echo "---- last 30 lines of $log ----" >&2
@@ -106,6 +122,7 @@ on_exit() {
     echo "quickstart: failed (exit $rc)" >&2
     show_log
   fi
+  stop_agent
   stop_server
   exit "$rc"
 }
@@ -144,6 +161,11 @@ citadelctl() {
     CITADEL_CA=$data_dir/ca.crt \
     CITADEL_API_KEY_FILE=$data_dir/admin.key \
     node "$repo/dist/cli/main.js" "$@"
+}
+
+# Runs citadel-agent from the build.
+citadel_agent() {
+  node "$repo/dist/agent/main.js" "$@"
 }
 
 # Prints field $1 (a dotted path, e.g. task.id) of the JSON document on standard input.
@@ -193,23 +215,69 @@ until grep -q '"msg":"citadel-server ready"' "$log" 2>/dev/null; do
 done
 say "citadel-server ready on $host:$port (metrics on http://$host:$metrics_port/metrics)"
 
-run_at=$(date -u -d '+1 minute' +%Y-%m-%dT%H:%M:%SZ)
-say "creating a one-time task (demo.hello, runs at $run_at)"
-once_json=$(citadelctl task create --type demo.hello \
-  --payload '{"argv":["echo","hello from citadel"]}' --run-at "$run_at" -o json)
+say "joining a local worker (citadel-agent, data dir $agent_dir)"
+token_json=$(citadelctl token create --expires 10m --description quickstart -o json 2>/dev/null)
+token=$(json_field token <<<"$token_json")
+ca_hash=$(json_field caHash <<<"$token_json")
+[[ -n $token && -n $ca_hash ]] || fail "token create printed no token"
+rm -rf "$agent_dir"
+citadel_agent join --server "localhost:$port" --token "$token" --ca-hash "$ca_hash" \
+  --data-dir "$agent_dir" --hostname quickstart
+setsid node "$repo/dist/agent/main.js" run --data-dir "$agent_dir" --slots 4 \
+  >"$agent_log" </dev/null &
+agent_pid=$!
+deadline=$((SECONDS + ready_timeout_s))
+until grep -q '"msg":"heartbeat accepted"' "$agent_log" 2>/dev/null; do
+  kill -0 "$agent_pid" 2>/dev/null || fail "citadel-agent exited; see $agent_log"
+  ((SECONDS < deadline)) || fail "citadel-agent not heartbeating within ${ready_timeout_s} s"
+  sleep 0.2
+done
+citadelctl worker list
+
+say "creating a one-time task that runs now in a container (type container)"
+once_json=$(citadelctl task create --type container \
+  --payload '{"argv":["echo","hello from a locked-down container"]}' -o json)
 once_id=$(json_field task.id <<<"$once_json")
 [[ -n $once_id ]] || fail "task create printed no task id"
 echo "    created $once_id"
 
-say "creating a cron task (demo.report, every 5 seconds, Europe/Berlin)"
-cron_json=$(citadelctl task create --type demo.report --cron '*/5 * * * * *' \
-  --tz Europe/Berlin --label env=quickstart -o json)
+say "creating a cron task (every 5 seconds, Europe/Berlin) that prints the date in a container"
+cron_json=$(citadelctl task create --type container --payload '{"argv":["date","-u"]}' \
+  --cron '*/5 * * * * *' --tz Europe/Berlin --label env=quickstart -o json)
 cron_id=$(json_field task.id <<<"$cron_json")
 [[ -n $cron_id ]] || fail "task create printed no task id"
 echo "    created $cron_id"
 
 say "listing tasks"
 citadelctl task list
+
+say "waiting for the one-time task to finish (at most ${executions_timeout_s} s)"
+deadline=$((SECONDS + executions_timeout_s))
+while :; do
+  exec_json=$(citadelctl execution list --task "$once_id" -o json)
+  state=$(node -e '
+    let s = "";
+    process.stdin.on("data", (d) => (s += d)).on("end", () => {
+      const e = (JSON.parse(s).executions ?? [])[0];
+      process.stdout.write(e?.state ?? "");
+    });' <<<"$exec_json")
+  case $state in
+    EXECUTION_STATE_SUCCEEDED) break ;;
+    EXECUTION_STATE_FAILED | EXECUTION_STATE_TIMED_OUT | EXECUTION_STATE_LOST | EXECUTION_STATE_CANCELLED)
+      citadelctl execution list --task "$once_id"
+      fail "the one-time task ended $state" ;;
+  esac
+  ((SECONDS < deadline)) || fail "the one-time task did not finish within ${executions_timeout_s} s (state ${state:-none})"
+  sleep 0.5
+done
+citadelctl execution list --task "$once_id"
+printf '    its output: '
+node -e '
+  let s = "";
+  process.stdin.on("data", (d) => (s += d)).on("end", () => {
+    const e = JSON.parse(s).executions[0];
+    process.stdout.write(Buffer.from(e.result?.stdout ?? "", "base64").toString());
+  });' <<<"$exec_json"
 
 say "waiting for the cron task's first two executions (at most ${executions_timeout_s} s)"
 deadline=$((SECONDS + executions_timeout_s))
@@ -222,7 +290,6 @@ while :; do
   sleep 1
 done
 citadelctl execution list --task "$cron_id"
-echo "    (they stay pending: dispatch to agents arrives with a later issue)"
 
 if ((once == 1)); then
   say "done (--once)"

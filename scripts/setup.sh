@@ -67,4 +67,9 @@ if [[ ! -e node_modules/.package-lock.json || package-lock.json -nt node_modules
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
+# The default task image, built locally (no registry is reachable); skipped when it exists.
+if docker info >/dev/null 2>&1; then
+  bash scripts/build-task-image.sh || docker_problem "the task image could not be built"
+fi
+
 echo "setup: ok"

@@ -1,0 +1,182 @@
+/**
+ * Runs the executions assigned to this worker (docs/dispatch.md, "On the worker"): acknowledge
+ * with StartExecution, run the container, report with ReportResult, each call carrying the
+ * assignment's fencing token. An assignment already running elsewhere in this worker's past
+ * (the agent restarted) is reported lost; a cancel aborts the container. Reports are retried
+ * until the server answers them, through whatever connection the agent has at the time.
+ */
+import { status, type ServiceError } from '@grpc/grpc-js';
+import type { Logger } from '../common/logger.js';
+import {
+  AssignmentState,
+  Outcome,
+  ReportResultRequest,
+  type Assignment,
+} from '../gen/citadel/v1/worker_service.js';
+import { fullJitterDelayMs } from './backoff.js';
+import { DEFAULT_LIMITS, type RunResult, type RunSpec } from './run-spec.js';
+import type { WorkerConnection } from './worker-client.js';
+
+/** What the executor needs of a container runtime (agent/container-runner.ts). */
+export interface Runner {
+  run(spec: RunSpec, options: { signal: AbortSignal }): Promise<RunResult>;
+}
+
+const OUTCOMES = {
+  succeeded: Outcome.OUTCOME_SUCCEEDED,
+  failed: Outcome.OUTCOME_FAILED,
+  timed_out: Outcome.OUTCOME_TIMED_OUT,
+} as const;
+
+/** Codes after which a call is not worth repeating: the server has decided. */
+const FINAL = new Set<number>([
+  status.FAILED_PRECONDITION,
+  status.NOT_FOUND,
+  status.INVALID_ARGUMENT,
+  status.PERMISSION_DENIED,
+]);
+
+export class Executor {
+  /** Executions this agent runs now, with the way to abort each. */
+  readonly #running = new Map<string, AbortController>();
+  #stopped = false;
+
+  constructor(
+    private readonly runner: Runner,
+    /** The connection to use now, if the agent has one. */
+    private readonly connection: () => WorkerConnection | undefined,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Ids of the executions running now, for heartbeats. */
+  runningIds(): string[] {
+    return [...this.#running.keys()];
+  }
+
+  /** Handles an assignment event (the same one may arrive again after a reconnect). */
+  onAssignment(a: Assignment): void {
+    if (this.#stopped || this.#running.has(a.executionId)) return;
+    if (a.state === AssignmentState.ASSIGNMENT_STATE_RUNNING) {
+      // Acknowledged by this worker before a restart, and not running now: lost.
+      void this.#report(
+        ReportResultRequest.fromPartial({
+          executionId: a.executionId,
+          fencingToken: a.fencingToken,
+          outcome: Outcome.OUTCOME_LOST,
+          message: 'the agent restarted while running it',
+        }),
+      );
+      return;
+    }
+    const controller = new AbortController();
+    this.#running.set(a.executionId, controller);
+    void this.#execute(a, controller).finally(() => this.#running.delete(a.executionId));
+  }
+
+  /** Handles a cancel event: aborts the container if this agent runs it. */
+  onCancelled(executionId: string): void {
+    this.#running.get(executionId)?.abort();
+  }
+
+  /** Aborts everything and stops taking work. */
+  stop(): void {
+    this.#stopped = true;
+    for (const c of this.#running.values()) c.abort();
+  }
+
+  async #execute(a: Assignment, controller: AbortController): Promise<void> {
+    const id = a.executionId;
+    const started = await this.#call('start', id, (c) =>
+      c.startExecution({ executionId: id, fencingToken: a.fencingToken }, 10_000),
+    );
+    if (!started) return;
+    this.logger.info({ executionId: id, attempt: a.attempt }, 'execution started');
+    const report = ReportResultRequest.fromPartial({
+      executionId: id,
+      fencingToken: a.fencingToken,
+    });
+    if (!a.container) {
+      report.outcome = Outcome.OUTCOME_FAILED;
+      report.message = `no runner for task type ${JSON.stringify(a.taskType)} on this worker`;
+    } else {
+      const timeoutMs = Number(a.timeout?.seconds ?? 0) * 1000 + (a.timeout?.nanos ?? 0) / 1e6;
+      try {
+        const r = await this.runner.run(
+          {
+            executionId: id,
+            image: a.container.image,
+            argv: a.container.argv,
+            env: a.container.env,
+            timeoutMs: timeoutMs > 0 ? timeoutMs : 3_600_000,
+            ...DEFAULT_LIMITS,
+          },
+          { signal: controller.signal },
+        );
+        if (r.state === 'cancelled') {
+          this.logger.info({ executionId: id }, 'execution cancelled');
+          return; // the server has already ended it
+        }
+        Object.assign(report, {
+          outcome: OUTCOMES[r.state],
+          exitCode: r.exitCode ?? undefined,
+          stdout: r.stdout,
+          stderr: r.stderr,
+          stdoutTruncated: r.stdoutTruncated,
+          stderrTruncated: r.stderrTruncated,
+          oomKilled: r.oomKilled,
+          message: r.message,
+        });
+      } catch (err) {
+        report.outcome = Outcome.OUTCOME_FAILED;
+        report.message = `the container could not run: ${(err as Error).message}`.slice(0, 1000);
+      }
+    }
+    await this.#report(report);
+  }
+
+  async #report(report: ReportResultRequest): Promise<void> {
+    const ok = await this.#call('report', report.executionId, (c) =>
+      c.reportResult(report, 10_000),
+    );
+    if (ok) {
+      this.logger.info(
+        { executionId: report.executionId, outcome: Outcome[report.outcome] },
+        'execution reported',
+      );
+    }
+  }
+
+  /**
+   * Makes `call` until the server answers it: true on success, false when the server refused
+   * it for good (a stale token, an execution already ended). Transient failures and having no
+   * connection are retried with a jittered backoff, for as long as the agent runs.
+   */
+  async #call(
+    what: string,
+    executionId: string,
+    call: (c: WorkerConnection) => Promise<void>,
+  ): Promise<boolean> {
+    for (let attempt = 0; ; attempt++) {
+      const connection = this.connection();
+      if (connection) {
+        try {
+          await call(connection);
+          return true;
+        } catch (err) {
+          const code = (err as ServiceError).code;
+          if (FINAL.has(code)) {
+            this.logger.warn(
+              { executionId, what, code: status[code], details: (err as ServiceError).details },
+              'execution call refused',
+            );
+            return false;
+          }
+        }
+      }
+      if (this.#stopped) return false;
+      await new Promise((r) =>
+        setTimeout(r, fullJitterDelayMs(attempt, { initialMs: 200, maxMs: 5000 })),
+      );
+    }
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * What one sandboxed run is asked to do (RunSpec, with its default limits and validation), how
+ * it ended (RunResult), and the container it runs in (name, labels, sandbox options): the
+ * contract between the agent and the container runner. Pure.
+ */
+import { createHash } from 'node:crypto';
+
+import type { ContainerCreateOptions } from 'dockerode';
+
+import { InvalidArgumentError } from '../common/errors.js';
+
+/** The image built by scripts/build-task-image.sh. */
+export const DEFAULT_IMAGE = 'citadel/task-executor:latest';
+
+/** Default sandbox limits, to spread into a {@link RunSpec}. */
+export const DEFAULT_LIMITS = Object.freeze({
+  /** Memory, with no swap on top. @default 256 MiB */
+  memoryBytes: 256 * 1024 * 1024,
+  /** CPU time in billionths of a CPU. @default 1 CPU */
+  nanoCpus: 1_000_000_000,
+  /** Processes and threads. @default 64 */
+  pidsLimit: 64,
+  /** Size of /tmp, counted in the memory limit as it fills. @default 64 MiB */
+  tmpfsBytes: 64 * 1024 * 1024,
+  /** Bytes kept per stream. @default 64 KiB */
+  outputCapBytes: 64 * 1024,
+});
+
+/** Labels on every container of a run; reconcile finds a worker's containers by them. */
+export const LABELS = Object.freeze({
+  managed: 'org.citadel.managed',
+  worker: 'org.citadel.worker',
+  execution: 'org.citadel.execution',
+});
+
+/** The user tasks run as: "nobody", called `task` in the default image. */
+const TASK_USER = '65534:65534';
+/** Docker refuses a memory limit under 6 MiB. */
+const MIN_MEMORY_BYTES = 6 * 1024 * 1024;
+/** The longest delay a Node timer can take. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** One execution to run. */
+export interface RunSpec {
+  /** Names and labels the container; unique per attempt. */
+  executionId: string;
+  /** A local image; it is never pulled. */
+  image: string;
+  /** The program and its arguments, run directly: no shell, the image's entrypoint cleared. */
+  argv: string[];
+  /** Added to the image's environment (PATH=/bin in the default image). */
+  env: Record<string, string>;
+  /** Wall-clock limit from the start; then SIGKILL and `timed_out`. */
+  timeoutMs: number;
+  /** Memory limit, also the memory + swap limit (no swap); at least 6 MiB. */
+  memoryBytes: number;
+  /** CPU quota in billionths of a CPU. */
+  nanoCpus: number;
+  /** Processes and threads in the container at once. */
+  pidsLimit: number;
+  /** Size of the writable /tmp (noexec, nosuid); the root is read-only. */
+  tmpfsBytes: number;
+  /** Bytes kept per stream (stdout, stderr); the rest is counted and dropped. */
+  outputCapBytes: number;
+}
+
+export type RunState = 'succeeded' | 'failed' | 'timed_out' | 'cancelled';
+
+/** How an execution ended. Failures of the infrastructure are thrown, not returned. */
+export interface RunResult {
+  state: RunState;
+  /** The process's exit code; null when it never ran. 137 after a SIGKILL. */
+  exitCode: number | null;
+  /** The kernel killed it at the memory limit (the exit code may even be 0). */
+  oomKilled: boolean;
+  timedOut: boolean;
+  /** The first `outputCapBytes` of the stream. */
+  stdout: Buffer;
+  stderr: Buffer;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  /** When the container started; null when it never did. */
+  startedAt: Date | null;
+  /** From the start to the observed exit; 0 when it never started. */
+  durationMs: number;
+  /** One line for people: what happened. Never contains the task's output. */
+  message: string;
+}
+
+/**
+ * Checks a spec before anything is created.
+ *
+ * @throws InvalidArgumentError naming the first bad field (`spec.timeoutMs`, ...).
+ */
+export function validateRunSpec(spec: RunSpec): void {
+  const integer = (field: keyof RunSpec, value: number, min: number) => {
+    if (!Number.isSafeInteger(value) || value < min) {
+      throw new InvalidArgumentError(`spec.${field}`, `must be an integer of at least ${min}`);
+    }
+  };
+  if (spec.executionId === '') throw new InvalidArgumentError('spec.executionId', 'is empty');
+  if (spec.image === '') throw new InvalidArgumentError('spec.image', 'is empty');
+  if (spec.argv.length === 0 || spec.argv[0] === '') {
+    throw new InvalidArgumentError('spec.argv', 'must name a program');
+  }
+  if (spec.argv.some((arg) => arg.includes('\0'))) {
+    throw new InvalidArgumentError('spec.argv', 'contains a NUL character');
+  }
+  for (const [key, value] of Object.entries(spec.env)) {
+    if (key === '' || key.includes('=') || key.includes('\0') || value.includes('\0')) {
+      throw new InvalidArgumentError('spec.env', `invalid variable ${JSON.stringify(key)}`);
+    }
+  }
+  // Not necessarily whole: a protobuf Duration converts to fractional milliseconds.
+  if (!(spec.timeoutMs > 0 && spec.timeoutMs <= MAX_TIMEOUT_MS)) {
+    throw new InvalidArgumentError(
+      'spec.timeoutMs',
+      `must be above 0 and at most ${MAX_TIMEOUT_MS}`,
+    );
+  }
+  integer('memoryBytes', spec.memoryBytes, MIN_MEMORY_BYTES);
+  integer('nanoCpus', spec.nanoCpus, 1);
+  integer('pidsLimit', spec.pidsLimit, 1);
+  integer('tmpfsBytes', spec.tmpfsBytes, 1);
+  integer('outputCapBytes', spec.outputCapBytes, 0);
+}
+
+/**
+ * The Docker container name of an execution: `citadel-<id>`. An id outside Docker's name
+ * characters is rewritten and suffixed with a hash of the original, so two ids never share a name.
+ */
+export function containerName(executionId: string): string {
+  const safe = executionId.replace(/[^a-zA-Z0-9_.-]/g, '_').slice(0, 128);
+  if (safe === executionId && safe.length > 0) return `citadel-${safe}`;
+  const digest = createHash('sha256').update(executionId).digest('hex').slice(0, 12);
+  return `citadel-${safe}-${digest}`;
+}
+
+/**
+ * The sandbox, as Docker's create options: argv run directly (no shell, no entrypoint), as
+ * "nobody", without network or capabilities, on a read-only root with a noexec /tmp, within the
+ * spec's limits, labelled for reconcile.
+ */
+export function containerConfig(spec: RunSpec, workerId: string): ContainerCreateOptions {
+  return {
+    name: containerName(spec.executionId),
+    Image: spec.image,
+    Entrypoint: [],
+    Cmd: spec.argv,
+    Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+    User: TASK_USER,
+    Labels: {
+      [LABELS.execution]: spec.executionId,
+      [LABELS.worker]: workerId,
+      [LABELS.managed]: 'true',
+    },
+    AttachStdout: true,
+    AttachStderr: true,
+    Tty: false,
+    OpenStdin: false,
+    NetworkDisabled: true,
+    HostConfig: {
+      NetworkMode: 'none',
+      ReadonlyRootfs: true,
+      Tmpfs: { '/tmp': `rw,noexec,nosuid,size=${spec.tmpfsBytes}` },
+      Memory: spec.memoryBytes,
+      MemorySwap: spec.memoryBytes,
+      NanoCpus: spec.nanoCpus,
+      PidsLimit: spec.pidsLimit,
+      CapDrop: ['ALL'],
+      SecurityOpt: ['no-new-privileges'],
+      AutoRemove: false,
+      Privileged: false,
+      // Output reaches us through attach only: a json-file log would grow on the worker's disk.
+      LogConfig: { Type: 'none', Config: {} },
+    },
+  };
+}

@@ -1,0 +1,380 @@
+// The sandboxed container runtime against the real Docker engine and the real default image
+// (built by scripts/build-task-image.sh): exit codes, output caps, timeout, cancellation, OOM,
+// the pids limit, no network, a read-only root, an unprivileged user without capabilities, and
+// the reconciler. An unreachable engine fails the suite; it is never skipped.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+import Dockerode from 'dockerode';
+
+import {
+  ContainerRunner,
+  DEFAULT_IMAGE,
+  DEFAULT_LIMITS,
+  LABELS,
+  containerName,
+  type RunResult,
+  type RunSpec,
+} from '../../agent/container-runner.js';
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  UnavailableError,
+} from '../../common/errors.js';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const MiB = 1024 * 1024;
+
+const docker = new Dockerode();
+const workerId = `w_test_${randomBytes(4).toString('hex')}`;
+const runner = new ContainerRunner({ docker, workerId });
+
+before(async () => {
+  // Fails (never skips) the suite when the engine is not there.
+  await docker.ping().catch((err: unknown) => {
+    throw new Error('the Docker engine is not reachable: run scripts/setup.sh as root', {
+      cause: err,
+    });
+  });
+  await promisify(execFile)('bash', [path.join(REPO_ROOT, 'scripts/build-task-image.sh')], {
+    cwd: REPO_ROOT,
+  });
+});
+
+after(async () => {
+  await runner.reconcile(new Set());
+});
+
+function spec(argv: string[], overrides: Partial<RunSpec> = {}): RunSpec {
+  return {
+    executionId: `ex_${randomBytes(6).toString('hex')}`,
+    image: DEFAULT_IMAGE,
+    argv,
+    env: {},
+    timeoutMs: 20_000,
+    ...DEFAULT_LIMITS,
+    ...overrides,
+  };
+}
+
+/** Containers carrying an execution's label, stopped ones included. */
+async function containersOf(executionId: string): Promise<Dockerode.ContainerInfo[]> {
+  return docker.listContainers({
+    all: true,
+    filters: { label: [`${LABELS.execution}=${executionId}`] },
+  });
+}
+
+/** Runs `s` and checks, as after every run, that its container is gone. */
+async function runAndCheck(s: RunSpec, options?: Parameters<ContainerRunner['run']>[1]) {
+  const result = await runner.run(s, options);
+  assert.deepEqual(await containersOf(s.executionId), [], 'the container is removed');
+  return result;
+}
+
+const text = (b: Buffer) => b.toString('utf8');
+
+function describeResult(r: RunResult): string {
+  return JSON.stringify({ ...r, stdout: text(r.stdout), stderr: text(r.stderr) });
+}
+
+void describe('ContainerRunner.run', () => {
+  void test('echo hello succeeds with its output, and onStarted is called once', async (t) => {
+    const starts: Date[] = [];
+    const begun = performance.now();
+    const r = await runAndCheck(spec(['echo', 'hello']), { onStarted: (d) => starts.push(d) });
+    t.diagnostic(`echo run, create to removal: ${Math.round(performance.now() - begun)} ms`);
+    assert.equal(r.state, 'succeeded', describeResult(r));
+    assert.equal(r.exitCode, 0);
+    assert.equal(text(r.stdout), 'hello\n');
+    assert.equal(text(r.stderr), '');
+    assert.equal(r.stdoutTruncated, false);
+    assert.equal(r.oomKilled, false);
+    assert.equal(r.timedOut, false);
+    assert.equal(starts.length, 1);
+    assert.equal(r.startedAt, starts[0]);
+  });
+
+  void test('argv is run without a shell; env is passed', async () => {
+    const r = await runAndCheck(
+      spec(['sh', '-c', 'echo "$GREETING"; echo "$0" >&2', '$HOME; a b'], {
+        env: { GREETING: 'hi there' },
+      }),
+    );
+    assert.equal(r.state, 'succeeded', describeResult(r));
+    assert.equal(text(r.stdout), 'hi there\n');
+    assert.equal(text(r.stderr), '$HOME; a b\n');
+  });
+
+  void test('a non-zero exit fails with its code', async () => {
+    const r = await runAndCheck(spec(['sh', '-c', 'exit 3']));
+    assert.equal(r.state, 'failed', describeResult(r));
+    assert.equal(r.exitCode, 3);
+    assert.match(r.message, /exited with code 3/);
+  });
+
+  void test('a program missing from the image fails without starting', async () => {
+    const r = await runAndCheck(spec(['no-such-program']));
+    assert.equal(r.state, 'failed', describeResult(r));
+    assert.equal(r.exitCode, null);
+    assert.equal(r.startedAt, null);
+    assert.match(r.message, /did not start/);
+  });
+
+  void test('an image missing on the worker fails with a clear message and is not pulled', async () => {
+    const s = spec(['true'], { image: `citadel/no-such-image:${randomBytes(4).toString('hex')}` });
+    const r = await runAndCheck(s);
+    assert.equal(r.state, 'failed');
+    assert.equal(r.exitCode, null);
+    assert.equal(r.message, `image ${s.image} is not present on this worker; build or load it`);
+    await assert.rejects(docker.getImage(s.image).inspect(), { statusCode: 404 });
+  });
+
+  void test('sleep 30 is killed at a 1 s timeout', async (t) => {
+    const begun = performance.now();
+    const r = await runAndCheck(spec(['sleep', '30'], { timeoutMs: 1000 }));
+    t.diagnostic(`timeout run, create to removal: ${Math.round(performance.now() - begun)} ms`);
+    assert.equal(r.state, 'timed_out', describeResult(r));
+    assert.equal(r.timedOut, true);
+    assert.equal(r.exitCode, 137);
+    assert.ok(r.durationMs >= 1000 && r.durationMs < 5000, `durationMs ${r.durationMs}`);
+  });
+
+  void test('aborting cancels a running sleep 30', async () => {
+    const controller = new AbortController();
+    const r = await runAndCheck(spec(['sleep', '30']), {
+      signal: controller.signal,
+      onStarted: () => controller.abort(),
+    });
+    assert.equal(r.state, 'cancelled', describeResult(r));
+    assert.equal(r.exitCode, 137);
+    assert.equal(r.timedOut, false);
+    assert.ok(r.durationMs < 5000, `durationMs ${r.durationMs}`);
+  });
+
+  void test('an aborted signal cancels before anything is created', async () => {
+    const s = spec(['true']);
+    const r = await runAndCheck(s, { signal: AbortSignal.abort() });
+    assert.equal(r.state, 'cancelled');
+    assert.equal(r.startedAt, null);
+  });
+
+  void test('allocating past the memory limit is OOM-killed', async () => {
+    // The shell keeps 80 MB of command substitution in memory, against a 16 MiB limit.
+    const r = await runAndCheck(
+      spec(['sh', '-c', 'x=$(head -c 80000000 /dev/zero | tr "\\0" a); echo ${#x}'], {
+        memoryBytes: 16 * MiB,
+      }),
+    );
+    assert.equal(r.oomKilled, true, describeResult(r));
+    assert.equal(r.state, 'failed');
+    assert.match(r.message, /out of memory/);
+    assert.equal(text(r.stdout), '');
+  });
+
+  void test('a child killed at the memory limit is OOM even when the task exits 0', async () => {
+    // sort holds its one 80 MB line in memory and is the OOM killer's pick; the shell goes on.
+    const r = await runAndCheck(
+      spec(
+        ['sh', '-c', 'head -c 80000000 /dev/zero | tr "\\0" a | sort >/dev/null; echo "sort=$?"'],
+        {
+          memoryBytes: 16 * MiB,
+        },
+      ),
+    );
+    assert.equal(r.oomKilled, true, describeResult(r));
+    assert.equal(r.state, 'failed');
+    assert.match(r.message, /out of memory/);
+  });
+
+  void test('the pids limit stops a process flood', async () => {
+    // Only `sleep` forks: every other command is a shell builtin. With 32 pids, the shell and
+    // at most 31 sleeps fit; the next fork fails and the non-interactive shell exits.
+    const script =
+      'i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); echo $i; done; wait; echo finished';
+    const r = await runAndCheck(spec(['sh', '-c', script], { pidsLimit: 32 }));
+    assert.equal(r.state, 'failed', describeResult(r));
+    assert.notEqual(r.exitCode, 0);
+    assert.match(text(r.stderr), /can't fork/);
+    const started = text(r.stdout).trim().split('\n').map(Number);
+    const last = started.at(-1) ?? 0;
+    assert.ok(last > 0 && last < 32, `${last} sleeps started`);
+  });
+
+  void test('a fork bomb hits the pids limit, is killed at its timeout, and the host is fine', async () => {
+    // busybox ash refuses `:` as a function name, so the classic bomb is spelt with `f`. It
+    // runs in a background subshell while the container's first process is `sleep`, which
+    // needs no fork, so only the timeout ends it.
+    const bomb = 'f(){ f|f& }; (while :; do f; done) & exec sleep 30';
+    const r = await runAndCheck(spec(['sh', '-c', bomb], { pidsLimit: 32, timeoutMs: 3000 }));
+    assert.equal(r.state, 'timed_out', describeResult(r));
+    assert.match(text(r.stderr), /can't fork/);
+    await promisify(execFile)('true');
+    const next = await runAndCheck(spec(['echo', 'ok']));
+    assert.equal(text(next.stdout), 'ok\n');
+  });
+
+  void test('no network: neither the host loopback nor the docker bridge is reachable', async () => {
+    // The bridge's gateway is the host's address on docker0 (a link that is down while no
+    // container uses it, which os.networkInterfaces() leaves out).
+    const bridgeNetwork = await docker.getNetwork('bridge').inspect();
+    const bridge = bridgeNetwork.IPAM?.Config?.[0]?.Gateway;
+    assert.ok(bridge, 'the docker bridge network has a gateway address');
+    const accepted: string[] = [];
+    const listen = async (host: string) => {
+      const server = net.createServer((socket) => {
+        accepted.push(host);
+        socket.destroy();
+      });
+      await new Promise<void>((resolve) => server.listen(0, host, resolve));
+      return { server, port: (server.address() as net.AddressInfo).port };
+    };
+    const loopback = await listen('127.0.0.1');
+    const onBridge = await listen(bridge);
+    try {
+      const script = [
+        `nc -w 2 127.0.0.1 ${loopback.port} </dev/null; echo "loopback=$?"`,
+        `nc -w 2 ${bridge} ${onBridge.port} </dev/null; echo "bridge=$?"`,
+        `cat /proc/net/dev`,
+      ].join('; ');
+      const r = await runAndCheck(spec(['sh', '-c', script]));
+      const out = text(r.stdout);
+      assert.match(out, /loopback=1\n/, describeResult(r));
+      assert.match(out, /bridge=1\n/);
+      // Refused by the container's own loopback; no route at all to the bridge.
+      assert.match(text(r.stderr), /127\.0\.0\.1.*refused/i);
+      assert.match(text(r.stderr), /unreachable/i);
+      const interfaces = out.split('\n').filter((l) => l.includes(':') && !l.includes('='));
+      assert.deepEqual(
+        interfaces.map((l) => l.split(':')[0]?.trim()),
+        ['lo'],
+        'the only interface is lo',
+      );
+      assert.deepEqual(accepted, [], 'no connection reached a listener');
+    } finally {
+      loopback.server.close();
+      onBridge.server.close();
+    }
+  });
+
+  void test('the root is read-only; /tmp is writable but not executable', async () => {
+    const script = [
+      'touch /x; echo "root=$?"',
+      'touch /tmp/y; echo "tmp=$?"',
+      'cp /bin/busybox /tmp/b; /tmp/b true; echo "exec=$?"',
+    ].join('; ');
+    const r = await runAndCheck(spec(['sh', '-c', script]));
+    const out = text(r.stdout);
+    assert.match(out, /root=1\n/, describeResult(r));
+    assert.match(out, /tmp=0\n/);
+    assert.match(out, /exec=126\n/);
+    assert.match(text(r.stderr), /Read-only file system/);
+  });
+
+  void test('output past the cap is truncated to the cap and flagged', async () => {
+    const r = await runAndCheck(spec(['sh', '-c', 'yes | head -c 200000; echo done >&2']));
+    assert.equal(r.state, 'succeeded', describeResult(r));
+    assert.equal(r.stdout.length, DEFAULT_LIMITS.outputCapBytes);
+    assert.equal(r.stdoutTruncated, true);
+    assert.equal(text(r.stdout), 'y\n'.repeat(DEFAULT_LIMITS.outputCapBytes / 2));
+    assert.equal(text(r.stderr), 'done\n');
+    assert.equal(r.stderrTruncated, false);
+  });
+
+  void test('the task runs as uid 65534 with no capabilities and no new privileges', async () => {
+    const r = await runAndCheck(spec(['sh', '-c', 'id -u; id -g; cat /proc/self/status']));
+    const [uid, gid] = text(r.stdout).split('\n');
+    assert.equal(uid, '65534', describeResult(r));
+    assert.equal(gid, '65534');
+    for (const field of ['CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb']) {
+      assert.match(text(r.stdout), new RegExp(`${field}:\\s+0{16}\\n`), field);
+    }
+    assert.match(text(r.stdout), /NoNewPrivs:\s+1\n/);
+  });
+
+  void test('a container holding the name already is FailedPreconditionError', async () => {
+    const s = spec(['true']);
+    const holder = await docker.createContainer({
+      name: containerName(s.executionId),
+      Image: DEFAULT_IMAGE,
+      Cmd: ['true'],
+    });
+    try {
+      await assert.rejects(runner.run(s), FailedPreconditionError);
+    } finally {
+      await holder.remove({ force: true });
+    }
+  });
+
+  void test('a malformed spec is refused before anything is created', async () => {
+    await assert.rejects(runner.run(spec([])), InvalidArgumentError);
+    await assert.rejects(runner.run(spec(['true'], { timeoutMs: 0 })), /spec\.timeoutMs/);
+    await assert.rejects(runner.run(spec(['true'], { memoryBytes: MiB })), /spec\.memoryBytes/);
+    await assert.rejects(runner.run(spec(['true'], { env: { 'A=B': 'c' } })), /spec\.env/);
+    await assert.rejects(runner.run(spec(['echo', 'a\0b'])), /spec\.argv/);
+    await assert.rejects(runner.run(spec(['true'], { timeoutMs: NaN })), /spec\.timeoutMs/);
+  });
+
+  void test('container names keep Docker-safe ids and hash rewritten ones apart', () => {
+    assert.equal(containerName('ex_01.a-b'), 'citadel-ex_01.a-b');
+    const slash = containerName('ex/1');
+    const colon = containerName('ex:1');
+    assert.match(slash, /^citadel-ex_1-[0-9a-f]{12}$/);
+    assert.notEqual(slash, colon);
+    assert.notEqual(slash, containerName('ex_1'));
+  });
+
+  void test('an unreachable engine is UnavailableError', async () => {
+    const gone = new ContainerRunner({
+      docker: new Dockerode({ socketPath: '/nonexistent/docker.sock' }),
+      workerId,
+    });
+    await assert.rejects(gone.run(spec(['true'])), UnavailableError);
+    await assert.rejects(gone.reconcile(new Set()), UnavailableError);
+  });
+});
+
+void describe('ContainerRunner.reconcile', () => {
+  void test('removes this worker’s untracked containers, running or not, and keeps the rest', async () => {
+    const create = async (executionId: string, worker: string, argv = ['true']) =>
+      docker.createContainer({
+        name: containerName(executionId),
+        Image: DEFAULT_IMAGE,
+        Cmd: argv,
+        Labels: {
+          [LABELS.managed]: 'true',
+          [LABELS.worker]: worker,
+          [LABELS.execution]: executionId,
+        },
+      });
+    const id = (name: string) => `ex_${name}_${randomBytes(4).toString('hex')}`;
+    const [stopped, running, tracked, foreign] = [
+      id('stopped'),
+      id('running'),
+      id('tracked'),
+      id('foreign'),
+    ];
+    await create(stopped, workerId);
+    await (await create(running, workerId, ['sleep', '60'])).start();
+    await create(tracked, workerId);
+    const other = await create(foreign, `${workerId}_other`);
+    try {
+      const removed = await runner.reconcile(new Set([tracked]));
+      assert.deepEqual(removed.sort(), [running, stopped].sort());
+      assert.deepEqual(await containersOf(stopped), []);
+      assert.deepEqual(await containersOf(running), []);
+      assert.equal((await containersOf(tracked)).length, 1);
+      assert.equal((await containersOf(foreign)).length, 1, 'another worker’s is kept');
+      assert.deepEqual(await runner.reconcile(new Set([tracked])), []);
+    } finally {
+      await other.remove({ force: true });
+      await runner.reconcile(new Set());
+    }
+  });
+});
