@@ -110,7 +110,12 @@ export class Dispatcher implements LeaderComponent {
   /** Runs a pass now, or right after the one in progress. */
   private schedule(): void {
     this.dirty = true;
-    this.running ??= this.loop().finally(() => (this.running = undefined));
+    if (this.running) return;
+    this.running = this.loop().finally(() => {
+      this.running = undefined;
+      // An event that arrived after the loop's last check must not wait for the next one.
+      if (this.dirty && this.fence) this.schedule();
+    });
   }
 
   private async loop(): Promise<void> {

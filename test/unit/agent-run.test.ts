@@ -225,6 +225,8 @@ function startAgent(
       heartbeatIntervalMs: 100,
       leaseTtlMs: 2_000,
       slots: 2,
+      // Offers its slots; these fake replicas never assign anything to run.
+      runner: { run: () => Promise.reject(new Error('no executions in this test')) },
       onStateChange: (s) => states.push(s),
       ...extra,
     },
