@@ -226,8 +226,11 @@ describe('dispatch', () => {
       restarted = spawnAgent(['run', '--data-dir', victimDir, '--slots', '12']);
       await restarted.waitForLog((l) => l.msg === 'removed orphaned containers');
       assert.equal(await containersOf(first.id), '');
-      if (victim === agent) agent = restarted;
-      else restarted = undefined;
+      if (victim === agent) {
+        // The restarted agent takes the first one's place; `after` stops it.
+        agent = restarted;
+        restarted = undefined;
+      }
     } finally {
       await second.kill('SIGTERM');
       await restarted?.kill('SIGTERM');
