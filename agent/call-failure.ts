@@ -3,7 +3,9 @@
  * the status code, the server's words, and whether the server refused this worker (so
  * retrying fast cannot help and only an operator can).
  */
-import { type ServiceError, status } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
+
+import { isServiceError, statusName } from '../common/grpc-status.js';
 
 /** The worker call that failed. */
 export type WorkerOperation = 'heartbeat' | 'connect' | 'renew';
@@ -27,19 +29,7 @@ export interface CallFailure {
   readonly terminal: boolean;
 }
 
-/** Whether `err` is a status error from a grpc-js call. */
-export function isServiceError(err: unknown): err is ServiceError {
-  return (
-    err instanceof Error &&
-    typeof (err as Partial<ServiceError>).code === 'number' &&
-    typeof (err as Partial<ServiceError>).details === 'string'
-  );
-}
-
-/** The canonical name of a gRPC status code, e.g. `INVALID_ARGUMENT`. */
-export function statusName(code: number): string {
-  return (status as unknown as Record<number, string | undefined>)[code] ?? `CODE_${code}`;
-}
+export { isServiceError, statusName };
 
 /** Classifies an error thrown by (or emitted from) a worker call. */
 export function classifyFailure(operation: WorkerOperation, err: unknown): CallFailure {

@@ -9,6 +9,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
 } from '../common/errors.js';
+import { decodePageToken, encodePageToken, pageSize } from './page-token.js';
 import { randomBase32 } from '../common/ids.js';
 import type { ApiKey } from '../gen/citadel/v1/admin.js';
 import type { AdminServiceServer } from '../gen/citadel/v1/admin_service.js';
@@ -110,20 +111,13 @@ export function adminService(deps: WorkerAdminDeps): AdminServiceServer {
     })),
 
     listUsers: unary(deps, 'AdminService/ListUsers', async (req) => {
-      if (req.pageSize > 1000) throw new InvalidArgumentError('page_size', 'must be at most 1000');
-      const size = req.pageSize === 0 ? 100 : req.pageSize;
-      let startAfter: string | undefined;
-      if (req.pageToken !== '') {
-        startAfter = Buffer.from(req.pageToken, 'base64url').toString();
-        if (!startAfter.startsWith(keys.userPrefix)) {
-          throw new InvalidArgumentError('page_token', 'is not a token from a previous ListUsers');
-        }
-      }
+      const size = pageSize(req.pageSize);
+      const startAfter = decodePageToken(req.pageToken, keys.userPrefix);
       const page = await store.range<UserRecord>(keys.userPrefix, { startAfter, limit: size });
       const last = page.items[page.items.length - 1];
       return {
         users: await Promise.all(page.items.map((u) => toUser(u.value))),
-        nextPageToken: page.more && last ? Buffer.from(last.key).toString('base64url') : '',
+        nextPageToken: page.more && last ? encodePageToken(last.key) : '',
       };
     }),
 

@@ -1,6 +1,7 @@
 /**
  * TaskService handlers: validate the request, call the task and execution engines, shape the response.
  */
+import { decodePageToken, encodePageToken, pageSize } from './page-token.js';
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { GRPCOutOfRangeError, type IWatchResponse } from 'etcd3';
 import {
@@ -64,25 +65,6 @@ function taskId(id: string, field = 'id'): string {
   return id;
 }
 
-function pageSize(n: number): number {
-  if (n > 1000) throw new InvalidArgumentError('page_size', 'must be at most 1000');
-  return n === 0 ? 100 : n;
-}
-
-const encodeToken = (key: string) => Buffer.from(key).toString('base64url');
-
-function decodeToken(token: string, prefix: string): string | undefined {
-  if (token === '') return undefined;
-  const key = Buffer.from(token, 'base64url').toString();
-  if (!key.startsWith(prefix) || encodeToken(key) !== token) {
-    throw new InvalidArgumentError(
-      'page_token',
-      'is not a token from a previous response of this call',
-    );
-  }
-  return key;
-}
-
 /**
  * Reads matching records page by page from `prefix` until `size` matched or the range ends.
  */
@@ -109,7 +91,7 @@ async function filteredPage<T>(
       if (matches(item.value)) items.push(item);
       const last = !page.more && item === page.items[page.items.length - 1];
       if (items.length === size || scanned >= maxScanned) {
-        return { items, next: last ? '' : encodeToken(item.key) };
+        return { items, next: last ? '' : encodePageToken(item.key) };
       }
     }
     if (!page.more) return { items, next: '' };
@@ -195,7 +177,7 @@ export function taskService(deps: TaskServiceDeps): TaskServiceServer {
 
     listTasks: unary(deps, 'TaskService/ListTasks', async (req, { principal }) => {
       const size = pageSize(req.pageSize);
-      const start = decodeToken(req.pageToken, keys.taskPrefix);
+      const start = decodePageToken(req.pageToken, keys.taskPrefix);
       const labels = Object.entries(req.labels);
       const { items, next } = await filteredPage<TaskRecord>(
         store,
@@ -271,7 +253,7 @@ export function taskService(deps: TaskServiceDeps): TaskServiceServer {
       const { items, next } = await filteredPage<ExecutionRecord>(
         store,
         prefix,
-        decodeToken(req.pageToken, prefix),
+        decodePageToken(req.pageToken, prefix),
         size,
         (e) => (states.size === 0 || states.has(e.state)) && canSeeTask(principal.user, e.owner),
       );

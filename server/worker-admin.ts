@@ -10,6 +10,7 @@ import {
   NotFoundError,
 } from '../common/errors.js';
 import type { AdminServiceServer } from '../gen/citadel/v1/admin_service.js';
+import { decodePageToken, encodePageToken, pageSize } from './page-token.js';
 import { configChange, description } from './admin-common.js';
 import {
   generateBootstrapToken,
@@ -126,18 +127,8 @@ export function workerAdmin(deps: WorkerAdminDeps): WorkerAdminRpcs {
     ),
 
     listWorkers: unary(deps, 'AdminService/ListWorkers', async (req) => {
-      if (req.pageSize > 1000) throw new InvalidArgumentError('page_size', 'must be at most 1000');
-      const size = req.pageSize === 0 ? 100 : req.pageSize;
-      let startAfter: string | undefined;
-      if (req.pageToken !== '') {
-        startAfter = Buffer.from(req.pageToken, 'base64url').toString();
-        if (!startAfter.startsWith(keys.workerPrefix)) {
-          throw new InvalidArgumentError(
-            'page_token',
-            'is not a token from a previous ListWorkers',
-          );
-        }
-      }
+      const size = pageSize(req.pageSize);
+      const startAfter = decodePageToken(req.pageToken, keys.workerPrefix);
       const page = await store.range<WorkerRecord>(keys.workerPrefix, { startAfter, limit: size });
       const last = page.items[page.items.length - 1];
       return {
@@ -145,7 +136,7 @@ export function workerAdmin(deps: WorkerAdminDeps): WorkerAdminRpcs {
           .map((w) => w.value)
           .filter((w) => req.includeInactive || w.state === 'active')
           .map(toWorker),
-        nextPageToken: page.more && last ? Buffer.from(last.key).toString('base64url') : '',
+        nextPageToken: page.more && last ? encodePageToken(last.key) : '',
       };
     }),
 
