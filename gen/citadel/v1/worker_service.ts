@@ -2070,9 +2070,11 @@ export const WorkerServiceService = {
     responseDeserialize: (value: Buffer): RenewCertificateResponse => RenewCertificateResponse.decode(value),
   },
   /**
-   * Opens the worker's event stream. The first event is `connected`. The server ends the
-   * stream with UNAUTHENTICATED when the worker is blocked or retired or its certificate is
-   * revoked, and with OK when the replica shuts down (reconnect to another).
+   * Opens the worker's event stream. The first event is `connected`, then every assignment the
+   * worker holds, then changes as they happen. The server ends the stream with UNAUTHENTICATED
+   * when the worker is blocked or retired or its certificate is revoked or expires, with
+   * ABORTED when the same worker opens a newer stream on this replica, and with OK when the
+   * replica shuts down (reconnect to another).
    */
   connect: {
     path: "/citadel.v1.WorkerService/Connect" as const,
@@ -2129,9 +2131,11 @@ export interface WorkerServiceServer extends UntypedServiceImplementation {
    */
   renewCertificate: handleUnaryCall<RenewCertificateRequest, RenewCertificateResponse>;
   /**
-   * Opens the worker's event stream. The first event is `connected`. The server ends the
-   * stream with UNAUTHENTICATED when the worker is blocked or retired or its certificate is
-   * revoked, and with OK when the replica shuts down (reconnect to another).
+   * Opens the worker's event stream. The first event is `connected`, then every assignment the
+   * worker holds, then changes as they happen. The server ends the stream with UNAUTHENTICATED
+   * when the worker is blocked or retired or its certificate is revoked or expires, with
+   * ABORTED when the same worker opens a newer stream on this replica, and with OK when the
+   * replica shuts down (reconnect to another).
    */
   connect: handleServerStreamingCall<ConnectRequest, ConnectResponse>;
   /**
@@ -2189,9 +2193,11 @@ export interface WorkerServiceClient extends Client {
     callback: (error: ServiceError | null, response: RenewCertificateResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Opens the worker's event stream. The first event is `connected`. The server ends the
-   * stream with UNAUTHENTICATED when the worker is blocked or retired or its certificate is
-   * revoked, and with OK when the replica shuts down (reconnect to another).
+   * Opens the worker's event stream. The first event is `connected`, then every assignment the
+   * worker holds, then changes as they happen. The server ends the stream with UNAUTHENTICATED
+   * when the worker is blocked or retired or its certificate is revoked or expires, with
+   * ABORTED when the same worker opens a newer stream on this replica, and with OK when the
+   * replica shuts down (reconnect to another).
    */
   connect(request: ConnectRequest, options?: Partial<CallOptions>): ClientReadableStream<ConnectResponse>;
   connect(
