@@ -37,6 +37,19 @@ export default tseslint.config(
   {
     // Tests pass generated client methods to a helper that calls them bound to their client.
     files: ['test/**/*.ts'],
-    rules: { '@typescript-eslint/unbound-method': 'off' },
+    rules: {
+      '@typescript-eslint/unbound-method': 'off',
+      // A failing assert.ok without a message makes Node parse the test's source to word one:
+      // under tsx that takes seconds to minutes with the event loop blocked, which starves the
+      // in-process server and turns a retried check in `eventually` into a freeze.
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector:
+            "CallExpression[arguments.length=1]:matches([callee.name='assert'], [callee.object.name='assert'][callee.property.name='ok'])",
+          message: 'Give assert.ok a message (without one, a failure blocks the event loop).',
+        },
+      ],
+    },
   },
 );

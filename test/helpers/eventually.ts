@@ -38,7 +38,8 @@ export async function eventually<T>(
         delay(remaining, PENDING, { signal: timeout.signal }),
       ]);
       if (result === PENDING) {
-        lastError = new Error('the last attempt was still pending at the deadline');
+        const before = lastError instanceof Error ? `; the one before: ${lastError.message}` : '';
+        lastError = new Error(`the last attempt was still pending at the deadline${before}`);
       } else if (result === false) {
         lastError = new Error('check returned false');
       } else {

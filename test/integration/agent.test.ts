@@ -92,7 +92,7 @@ describe('one replica', () => {
         const store = ts.server.store;
         const live = await eventually(async () => {
           const v = await store.get(keys.live(workerId));
-          assert.ok(v);
+          assert.ok(v, 'v');
           return v;
         });
         // For a minute: the worker's live key is the same one (never lapsed, never replaced).
@@ -118,7 +118,10 @@ describe('one replica', () => {
           lastHeartbeatAt: string;
           certificateSerial: string;
         };
-        assert.ok(Date.now() - Date.parse(status.lastHeartbeatAt) < 5000);
+        assert.ok(
+          Date.now() - Date.parse(status.lastHeartbeatAt) < 5000,
+          'Date.now() - Date.parse(status.lastHeartbeatAt) < 5000',
+        );
         assert.equal(status.certificateSerial, renewals.at(-1)!.details!.serial);
 
         const killedAt = Date.now();
@@ -216,7 +219,7 @@ describe('two replicas', () => {
         );
         const live = await eventually(async () => {
           const v = await store.get(keys.live(workerId));
-          assert.ok(v);
+          assert.ok(v, 'v');
           return v;
         });
         await first.kill('SIGKILL');

@@ -223,13 +223,14 @@ describe('permission matrix', () => {
     const audit = await eventually(async () => {
       const items = (await ts.server.store.range<Record<string, unknown>>(keys.auditPrefix)).items;
       const denied = items.filter((a) => a.value.event_type === 'authorization_failure');
-      assert.ok(denied.length > 0);
+      assert.ok(denied.length > 0, 'denied.length > 0');
       return denied;
     });
     assert.ok(
       audit.some(
         (a) => a.value.user_id === 'm-viewer' && a.value.action === 'TaskService/CreateTask',
       ),
+      "audit.some( (a) => a.value.user_id === 'm-viewer' && a.value.action === 'TaskService/Cr...",
     );
   });
 });
@@ -358,7 +359,10 @@ describe('limits and scopes', () => {
       ListTasksRequest.fromPartial({}),
       bob,
     );
-    assert.ok(!bobs.tasks.some((t) => t.id === task.id));
+    assert.ok(
+      !bobs.tasks.some((t) => t.id === task.id),
+      '!bobs.tasks.some((t) => t.id === task.id)',
+    );
     assert.equal(await code(call(ts.client, 'getTask', { id: task.id }, alice)), status.OK);
     assert.equal(await code(call(ts.client, 'getTask', { id: task.id }, auditor)), status.OK);
   });
@@ -383,7 +387,7 @@ describe('keys and users', () => {
       ts.adminKey,
     );
     assert.match(made.key, /^sk_live_/);
-    assert.ok(made.key.startsWith(made.apiKey.prefix));
+    assert.ok(made.key.startsWith(made.apiKey.prefix), 'made.key.startsWith(made.apiKey.prefix)');
     assert.equal(
       await code(call(ts.client, 'listTasks', ListTasksRequest.fromPartial({}), made.key)),
       status.OK,
@@ -398,7 +402,7 @@ describe('keys and users', () => {
       assert.ok(res.apiKeys[0]?.lastUsedTime, 'last use recorded');
       return res;
     });
-    assert.ok(listed.apiKeys[0]!.expireTime);
+    assert.ok(listed.apiKeys[0]!.expireTime, 'listed.apiKeys[0]!.expireTime');
     assert.ok(!JSON.stringify(listed).includes(made.key), 'never the key itself');
     await call(admin, 'revokeApiKey', { id: made.apiKey.id }, ts.adminKey);
     await eventually(

@@ -189,7 +189,7 @@ void test('task create, cron, -o json: zone and next run', async () => {
   assert.equal(task.oneTime, undefined);
   // Midnight of the next 1 January in Berlin: 23:00 UTC the day before (CET, UTC+1).
   const next = new Date(task.nextRunTime!);
-  assert.ok(next.getTime() > Date.now());
+  assert.ok(next.getTime() > Date.now(), 'next.getTime() > Date.now()');
   assert.equal(next.toISOString().slice(5), '12-31T23:00:00.000Z');
 });
 
@@ -264,7 +264,7 @@ void test('task pause and resume', async () => {
   );
   const resumed = taskOf(await okJson(['task', 'get', cronId]));
   assert.equal(resumed.enabled, true);
-  assert.ok(resumed.nextRunTime);
+  assert.ok(resumed.nextRunTime, 'resumed.nextRunTime');
 });
 
 void test('task run, then execution list, get and cancel', async () => {
@@ -361,7 +361,10 @@ void test('execution watch --task -o json prints a JSON line for a new execution
     assert.equal(event.execution.id, run.id);
     assert.equal(event.execution.taskId, cronId);
     assert.equal(event.execution.state, 'EXECUTION_STATE_PENDING');
-    assert.ok(Number(event.revision) > Number(task.etag));
+    assert.ok(
+      Number(event.revision) > Number(task.etag),
+      'Number(event.revision) > Number(task.etag)',
+    );
   } finally {
     watch.kill('SIGINT');
   }

@@ -155,10 +155,16 @@ describe('OAuth 2.0 bearer JWTs', () => {
     assert.deepEqual(wrong, []);
     const audited = await eventually(async () => {
       const n = await auditCount();
-      assert.ok(n - before >= Object.keys(attacks).length);
+      assert.ok(
+        n - before >= Object.keys(attacks).length,
+        'n - before >= Object.keys(attacks).length',
+      );
       return n;
     });
-    assert.ok(audited >= before + Object.keys(attacks).length);
+    assert.ok(
+      audited >= before + Object.keys(attacks).length,
+      'audited >= before + Object.keys(attacks).length',
+    );
   });
 
   test('unknown subjects become viewers only with auto-provisioning', async () => {

@@ -74,7 +74,7 @@ void describe('cron firing', () => {
     const first = Math.floor(created / 2000) * 2000 + 2000;
     assert.equal(times[0], first);
     times.forEach((t, i) => assert.equal(t, first + 2000 * i, `firing ${i}`));
-    assert.ok(times[times.length - 1]! <= pausedAt);
+    assert.ok(times[times.length - 1]! <= pausedAt, 'times[times.length - 1]! <= pausedAt');
     assert.ok(
       pausedAt - times[times.length - 1]! < 2000 + 1000,
       'no firing before the pause was dropped',
@@ -168,6 +168,7 @@ void describe('cron firing', () => {
       audit.items.some(
         (a) => a.value.event_type === 'execution_skipped' && a.value.task_id === forbid.id,
       ),
+      "audit.items.some( (a) => a.value.event_type === 'execution_skipped' && a.value.task_id ...",
     );
 
     const r = await executions(replace.id);
@@ -207,7 +208,7 @@ void describe('execution state machine', () => {
       { message: 'timed out by the leader' },
     );
     assert.equal(timedOut.result?.timedOut, true);
-    assert.ok(timedOut.result.durationMs >= 1000);
+    assert.ok(timedOut.result.durationMs >= 1000, 'timedOut.result.durationMs >= 1000');
     assert.equal(
       (await ts.server.store.range(keys.inflightPrefix)).items.length,
       0,

@@ -75,12 +75,12 @@ describe('tasks', () => {
       payload: { argv: ['echo', 'hi'] },
       priority: Priority.PRIORITY_HIGH,
     });
-    assert.ok(created);
+    assert.ok(created, 'created');
     assert.match(task!.id, /^t_/);
     assert.equal(task!.owner, 'admin');
     assert.equal(task!.enabled, true);
     assert.equal(task!.nextRunTime, undefined, 'nothing more is scheduled');
-    assert.ok(task!.lastRunTime);
+    assert.ok(task!.lastRunTime, 'task!.lastRunTime');
     assert.deepEqual(task!.payload, { argv: ['echo', 'hi'] });
 
     const { executions } = await ts.call(
@@ -94,7 +94,10 @@ describe('tasks', () => {
     assert.equal(e.attempt, 1);
     assert.equal(e.priority, Priority.PRIORITY_HIGH);
     const queue = await ts.server.store.range(keys.queuePrefix);
-    assert.ok(queue.items.some((q) => q.key.startsWith('queue/1/') && q.key.endsWith(e.id)));
+    assert.ok(
+      queue.items.some((q) => q.key.startsWith('queue/1/') && q.key.endsWith(e.id)),
+      "queue.items.some((q) => q.key.startsWith('queue/1/') && q.key.endsWith(e.id))",
+    );
   });
 
   test('the dispatch queue reads in priority order, then due time', async () => {
@@ -165,7 +168,7 @@ describe('tasks', () => {
       hour12: false,
     }).format(next);
     assert.equal(local, '02:30');
-    assert.ok(next.getTime() > Date.now());
+    assert.ok(next.getTime() > Date.now(), 'next.getTime() > Date.now()');
     const cron = task!.schedule?.$case === 'cron' ? task!.schedule.value : undefined;
     assert.equal(cron?.overlapPolicy, OverlapPolicy.OVERLAP_POLICY_ALLOW);
   });
@@ -189,7 +192,7 @@ describe('tasks', () => {
         c.listTasks,
         ListTasksRequest.fromPartial({ type, pageSize: 2, pageToken: token }),
       );
-      assert.ok(res.tasks.length <= 2);
+      assert.ok(res.tasks.length <= 2, 'res.tasks.length <= 2');
       seen.push(...res.tasks.map((t) => t.id));
       token = res.nextPageToken;
       pages++;
@@ -530,7 +533,10 @@ describe('tasks', () => {
         [run.execution!.id, ExecutionState.EXECUTION_STATE_CANCELLED],
       ],
     );
-    assert.ok(events[0]!.revision < events[1]!.revision);
+    assert.ok(
+      events[0]!.revision < events[1]!.revision,
+      'events[0]!.revision < events[1]!.revision',
+    );
     assert.ok(
       events.every((e) => e.revisionComplete),
       'one change per revision so far',
@@ -589,15 +595,19 @@ describe('tasks', () => {
       schedule: { $case: 'oneTime', value: { runAt: hourAhead() } },
     });
     const raw = await ts.server.store.get(keys.task(task!.id));
-    assert.ok(raw);
-    assert.ok(!raw.value.toString().includes(marker));
+    assert.ok(raw, 'raw');
+    assert.ok(!raw.value.toString().includes(marker), '!raw.value.toString().includes(marker)');
     const audit = await ts.server.store.range<Record<string, unknown>>(keys.auditPrefix);
     assert.ok(
       audit.items.some(
         (a) => a.value.event_type === 'task_created' && a.value.task_id === task!.id,
       ),
+      "audit.items.some( (a) => a.value.event_type === 'task_created' && a.value.task_id === t...",
     );
-    assert.ok(!JSON.stringify(audit.items).includes(marker));
+    assert.ok(
+      !JSON.stringify(audit.items).includes(marker),
+      '!JSON.stringify(audit.items).includes(marker)',
+    );
   });
 });
 
@@ -661,14 +671,17 @@ describe('authentication, health and reflection', () => {
       const items = (await ts.server.store.range<Record<string, unknown>>(keys.auditPrefix)).items
         .map((a) => a.value)
         .filter((a) => a.event_type === 'authentication_attempt');
-      assert.ok(items.length >= 3);
+      assert.ok(items.length >= 3, 'items.length >= 3');
       return items;
     });
     const reasons = audit.map((a) => (a.details as Record<string, string>).reason);
     for (const reason of ['missing_credentials', 'unknown_credential']) {
       assert.ok(reasons.includes(reason), reason);
     }
-    assert.ok(audit.every((a) => a.result === 'failure' && a.ip_address === '127.0.0.1'));
+    assert.ok(
+      audit.every((a) => a.result === 'failure' && a.ip_address === '127.0.0.1'),
+      "audit.every((a) => a.result === 'failure' && a.ip_address === '127.0.0.1')",
+    );
     const text = JSON.stringify(audit);
     assert.ok(!text.includes('sk_live_wrong') && !text.includes('not-a-key'), 'no credential');
   });

@@ -220,7 +220,10 @@ describe('heartbeats', () => {
       const res = await c.heartbeat(heartbeatOf(w, seq));
       assert.equal(res.leaseTtlMs, 3000);
       assert.equal((await getWorker(w.workerId)).online, true);
-      assert.ok(await ts.server.store.get(keys.live(w.workerId)));
+      assert.ok(
+        await ts.server.store.get(keys.live(w.workerId)),
+        'await ts.server.store.get(keys.live(w.workerId))',
+      );
       // No more heartbeats: the lease lapses and the leader deregisters the worker.
       await eventually(async () => (await getWorker(w.workerId)).online === false, {
         timeoutMs: 8000,
@@ -345,7 +348,10 @@ describe('liveness', () => {
             all.find((e) => e.id === first.id)?.state,
             ExecutionState.EXECUTION_STATE_LOST,
           );
-          assert.ok(all.some((e) => e.id !== first.id));
+          assert.ok(
+            all.some((e) => e.id !== first.id),
+            'all.some((e) => e.id !== first.id)',
+          );
           return all;
         },
         { timeoutMs: 10_000, message: 'the execution is lost and retried' },
@@ -471,12 +477,18 @@ describe('blocking', () => {
       assert.ok(cut.at - blockedAt < 1000, `stream cut ${cut.at - blockedAt} ms after the block`);
       const refusedAt = Date.now();
       assert.equal(await codeOf(c.heartbeat(heartbeatOf(w, seq))), status.UNAUTHENTICATED);
-      assert.ok(Date.now() - refusedAt < 1000);
+      assert.ok(Date.now() - refusedAt < 1000, 'Date.now() - refusedAt < 1000');
       // The certificate itself is still far from expiry: this is revocation, not expiry.
-      assert.ok(w.identity.notAfter.getTime() - Date.now() > 30 * 60_000);
+      assert.ok(
+        w.identity.notAfter.getTime() - Date.now() > 30 * 60_000,
+        'w.identity.notAfter.getTime() - Date.now() > 30 * 60_000',
+      );
       // Its token is revoked with it: a re-join with it is refused.
       assert.equal(await codeOf(joinWorker(ts, token)), status.FAILED_PRECONDITION);
-      assert.ok(!(await ts.server.store.get(keys.live(w.workerId))));
+      assert.ok(
+        !(await ts.server.store.get(keys.live(w.workerId))),
+        '!(await ts.server.store.get(keys.live(w.workerId)))',
+      );
     } finally {
       c.close();
     }

@@ -53,7 +53,7 @@ void describe('slowRetryDelayMs', () => {
     assert.equal(slowRetryDelayMs(30_000, almostOne), 29_999);
     for (let i = 0; i < 100; i++) {
       const d = slowRetryDelayMs(30_000);
-      assert.ok(d >= 15_000 && d <= 30_000);
+      assert.ok(d >= 15_000 && d <= 30_000, 'd >= 15_000 && d <= 30_000');
     }
   });
 });

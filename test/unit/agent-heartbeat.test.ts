@@ -40,7 +40,10 @@ for (const keyType of ['p256', 'ed25519'] as const) {
       const publicPem = createPublicKey(privateKey).export({ type: 'spki', format: 'pem' });
 
       const request = signedHeartbeat(FIELDS, privateKey);
-      assert.ok(serverVerifies(keyType, request.body, request.signature, publicPem.toString()));
+      assert.ok(
+        serverVerifies(keyType, request.body, request.signature, publicPem.toString()),
+        'serverVerifies(keyType, request.body, request.signature, publicPem.toString())',
+      );
       assert.deepEqual(request.body, encodeHeartbeatBody(FIELDS));
 
       const tampered = Buffer.from(request.body);
@@ -93,13 +96,16 @@ void describe('HeartbeatSequence', () => {
     const before = Date.now() * 1000;
     const earlier = new HeartbeatSequence();
     const first = earlier.next();
-    assert.ok(first >= before && first <= Date.now() * 1000);
+    assert.ok(
+      first >= before && first <= Date.now() * 1000,
+      'first >= before && first <= Date.now() * 1000',
+    );
     let last = first;
     for (let i = 0; i < 100; i++) {
       const n = earlier.next();
-      assert.ok(n > last);
+      assert.ok(n > last, 'n > last');
       last = n;
     }
-    assert.ok(Number.isSafeInteger(last));
+    assert.ok(Number.isSafeInteger(last), 'Number.isSafeInteger(last)');
   });
 });

@@ -65,7 +65,7 @@ void describe('identityFromPem', () => {
       const identity = await issueIdentity(keyType);
       assert.equal(identity.keyType, keyType);
       assert.match(identity.serial, /^[0-9a-f]+$/);
-      assert.ok(identity.notAfter > identity.notBefore);
+      assert.ok(identity.notAfter > identity.notBefore, 'identity.notAfter > identity.notBefore');
     }
   });
 
@@ -136,7 +136,7 @@ void describe('state.json', () => {
   void it('round-trips, and says "not joined" when missing', async () => {
     const paths = await freshFolder();
     await assert.rejects(readJoinState(paths), (err: unknown) => {
-      assert.ok(err instanceof FailedPreconditionError);
+      assert.ok(err instanceof FailedPreconditionError, 'err instanceof FailedPreconditionError');
       assert.match(err.message, /not joined/);
       return true;
     });
@@ -156,7 +156,7 @@ void describe('state.json', () => {
     const paths = await freshFolder();
     await fs.writeFile(paths.state, JSON.stringify({ workerId: 'w_x', servers: [] }));
     await assert.rejects(readJoinState(paths), (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
+      assert.ok(err instanceof ConfigError, 'err instanceof ConfigError');
       assert.match(err.message, /servers/);
       return true;
     });

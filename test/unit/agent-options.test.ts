@@ -67,7 +67,7 @@ void describe('compileJoinOptions', () => {
     assert.equal(o.keyType, 'p256');
     assert.equal(o.dataDir, '/var/lib/citadel-agent');
     assert.equal(o.force, false);
-    assert.ok(o.hostname.length > 0);
+    assert.ok(o.hostname.length > 0, 'o.hostname.length > 0');
   });
 
   void it('names the missing or bad flag', () => {
@@ -81,7 +81,7 @@ void describe('compileJoinOptions', () => {
       assert.throws(
         () => compileJoinOptions(input),
         (err: unknown) => {
-          assert.ok(err instanceof InvalidArgumentError);
+          assert.ok(err instanceof InvalidArgumentError, 'err instanceof InvalidArgumentError');
           assert.match(err.message, field);
           return true;
         },

@@ -65,7 +65,7 @@ void describe('fetchPinnedCa', () => {
     await assert.rejects(
       fetchPinnedCa({ host: '127.0.0.1', port: withChain.port }, wrong),
       (err: unknown) => {
-        assert.ok(err instanceof UnauthenticatedError);
+        assert.ok(err instanceof UnauthenticatedError, 'err instanceof UnauthenticatedError');
         assert.equal(
           err.message,
           `CA hash mismatch: expected ${wrong}, server presented ${caFingerprint(ca.certPem)}`,

@@ -63,7 +63,10 @@ void describe('renewalDelayMs', () => {
   void it('does not push renewal out when the local clock is behind the server', () => {
     const cert = issued(now + 2 * MINUTE, HOUR); // the server's clock is 2 minutes ahead
     assert.equal(estimatedIssuedAtMs(cert, now), now);
-    assert.ok(renewalDelayMs(cert, now, () => 1) <= 0.5 * (HOUR + 2 * MINUTE));
+    assert.ok(
+      renewalDelayMs(cert, now, () => 1) <= 0.5 * (HOUR + 2 * MINUTE),
+      'renewalDelayMs(cert, now, () => 1) <= 0.5 * (HOUR + 2 * MINUTE)',
+    );
   });
 });
 

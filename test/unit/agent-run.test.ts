@@ -281,11 +281,17 @@ void describe('Agent', () => {
       assert.equal(h.peerSerial, identity.serial);
       assert.equal(h.body.totalSlots, 2);
     }
-    assert.ok(lines.some((l) => l.msg === 'connected' && l.replicaId === 'a'));
-    assert.ok(lines.some((l) => l.msg === 'heartbeat accepted'));
+    assert.ok(
+      lines.some((l) => l.msg === 'connected' && l.replicaId === 'a'),
+      "lines.some((l) => l.msg === 'connected' && l.replicaId === 'a')",
+    );
+    assert.ok(
+      lines.some((l) => l.msg === 'heartbeat accepted'),
+      "lines.some((l) => l.msg === 'heartbeat accepted')",
+    );
     const recorded = await eventually(async () => {
       const s = await readAgentStatus(paths);
-      assert.ok(s);
+      assert.ok(s, 's');
       return s;
     });
     assert.equal(recorded.workerId, WORKER_ID);
@@ -307,9 +313,12 @@ void describe('Agent', () => {
     const lastOnA = a.heartbeats.at(-1)!.body.sequence;
     a.stop();
     await eventually(() => b.heartbeats.length >= 2, { message: 'heartbeats on b' });
-    assert.ok(b.heartbeats[0]!.body.sequence > lastOnA);
+    assert.ok(b.heartbeats[0]!.body.sequence > lastOnA, 'b.heartbeats[0]!.body.sequence > lastOnA');
     await eventually(() => agent.state.kind === 'connected' && agent.state.replicaId === 'b');
-    assert.ok(lines.some((l) => l.msg === 'worker call failed'));
+    assert.ok(
+      lines.some((l) => l.msg === 'worker call failed'),
+      "lines.some((l) => l.msg === 'worker call failed')",
+    );
     await agent.stop();
   });
 
@@ -329,11 +338,14 @@ void describe('Agent', () => {
       states.every((s) => s.kind !== 'backoff'),
       `no session failure: ${JSON.stringify(states.filter((s) => s.kind === 'backoff'))}`,
     );
-    assert.ok(lines.some((l) => l.msg === 'certificate renewed' && l.serial === renewed));
+    assert.ok(
+      lines.some((l) => l.msg === 'certificate renewed' && l.serial === renewed),
+      "lines.some((l) => l.msg === 'certificate renewed' && l.serial === renewed)",
+    );
     // The stream is back, on the new certificate.
     await eventually(() => a.streams.has(renewed), { message: 'stream on the new certificate' });
     const onDisk = await loadIdentity(paths);
-    assert.ok(a.renewals.includes(onDisk.serial));
+    assert.ok(a.renewals.includes(onDisk.serial), 'a.renewals.includes(onDisk.serial)');
     assert.equal((await fs.stat(paths.key)).mode & 0o777, 0o600);
     await agent.stop();
   });
@@ -349,13 +361,17 @@ void describe('Agent', () => {
       message: 'three refused attempts',
     });
     const refusals = lines.filter((l) => l.msg === 'worker refused by server');
-    assert.ok(refusals.length >= 1);
-    assert.ok(refusals.every((l) => l.terminal === true));
+    assert.ok(refusals.length >= 1, 'refusals.length >= 1');
+    assert.ok(
+      refusals.every((l) => l.terminal === true),
+      'refusals.every((l) => l.terminal === true)',
+    );
     // One line per distinct failure, not one per retry.
     const keys = refusals.map((l) => `${String(l.operation)}:${String(l.details)}`);
     assert.equal(new Set(keys).size, keys.length);
     for (const s of states) {
-      if (s.kind === 'backoff') assert.ok(s.delayMs >= 100 && s.delayMs <= 200);
+      if (s.kind === 'backoff')
+        assert.ok(s.delayMs >= 100 && s.delayMs <= 200, 's.delayMs >= 100 && s.delayMs <= 200');
     }
 
     a.refuse = undefined; // the operator relents (not possible for a real block; here, a test)

@@ -47,8 +47,8 @@ void test('the CA is self-signed, a CA, and has the default name and fingerprint
   assert.equal(cert.ca, true);
   assert.equal(cert.subject, 'CN=Citadel cluster CA');
   assert.equal(cert.issuer, cert.subject);
-  assert.ok(cert.verify(cert.publicKey));
-  assert.ok(cert.checkIssued(cert));
+  assert.ok(cert.verify(cert.publicKey), 'cert.verify(cert.publicKey)');
+  assert.ok(cert.checkIssued(cert), 'cert.checkIssued(cert)');
   const years = (Date.parse(cert.validTo) - Date.now()) / (365 * 24 * 3600 * 1000);
   assert.ok(years > 9.9 && years < 10.1, `validity ${years} years`);
 
@@ -67,8 +67,8 @@ void test('a serving certificate verifies against the CA and matches its names',
   });
   const caCert = new X509Certificate(ca.certPem);
   const cert = new X509Certificate(server.certPem);
-  assert.ok(cert.verify(caCert.publicKey));
-  assert.ok(cert.checkIssued(caCert));
+  assert.ok(cert.verify(caCert.publicKey), 'cert.verify(caCert.publicKey)');
+  assert.ok(cert.checkIssued(caCert), 'cert.checkIssued(caCert)');
   assert.equal(cert.ca, false);
   assert.equal(cert.checkHost('localhost'), 'localhost');
   assert.equal(cert.checkHost('citadel.internal'), 'citadel.internal');
@@ -77,10 +77,19 @@ void test('a serving certificate verifies against the CA and matches its names',
   assert.equal(cert.checkIP('10.0.0.1'), undefined);
   assert.deepEqual(cert.keyUsage, ['1.3.6.1.5.5.7.3.1']);
   assert.equal(cert.serialNumber.length, 32);
-  assert.ok(Number.parseInt(cert.serialNumber.slice(0, 2), 16) < 0x80);
-  assert.ok(Date.parse(cert.validFrom) < Date.now() - 4 * 60 * 1000);
+  assert.ok(
+    Number.parseInt(cert.serialNumber.slice(0, 2), 16) < 0x80,
+    'Number.parseInt(cert.serialNumber.slice(0, 2), 16) < 0x80',
+  );
+  assert.ok(
+    Date.parse(cert.validFrom) < Date.now() - 4 * 60 * 1000,
+    'Date.parse(cert.validFrom) < Date.now() - 4 * 60 * 1000',
+  );
   assert.match(server.keyPem, /^-----BEGIN PRIVATE KEY-----\n[^]*\n-----END PRIVATE KEY-----\n$/);
-  assert.ok(server.certPem.endsWith('-----END CERTIFICATE-----\n'));
+  assert.ok(
+    server.certPem.endsWith('-----END CERTIFICATE-----\n'),
+    "server.certPem.endsWith('-----END CERTIFICATE-----\\n')",
+  );
 
   const ran = await opensslVerify(ca.certPem, server.certPem, 'sslserver');
   if (!ran) console.log('# openssl not found; skipped the openssl verify assertion');
@@ -124,10 +133,13 @@ void test('a TLS client trusting the CA completes a handshake with the serving c
 void test('a client certificate carries the URI SAN and verifies against the CA', async () => {
   const ca = await createCa();
   const client = await issueClientCert(ca, { uri: 'citadel://service/x', commonName: 'x' });
-  assert.ok(client.keyPem);
+  assert.ok(client.keyPem, 'client.keyPem');
   const cert = new X509Certificate(client.certPem);
   assert.ok(cert.subjectAltName?.includes('URI:citadel://service/x'), cert.subjectAltName);
-  assert.ok(cert.verify(new X509Certificate(ca.certPem).publicKey));
+  assert.ok(
+    cert.verify(new X509Certificate(ca.certPem).publicKey),
+    'cert.verify(new X509Certificate(ca.certPem).publicKey)',
+  );
   assert.deepEqual(cert.keyUsage, ['1.3.6.1.5.5.7.3.2']);
   assert.equal(cert.subject, 'CN=x');
 
@@ -183,8 +195,14 @@ void test('a client certificate for an Ed25519 key from a CSR carries only the s
   const cert = new X509Certificate(issued.certPem);
   assert.equal(cert.subjectAltName, 'URI:citadel://worker/w_chosen');
   assert.equal(issued.serial, cert.serialNumber.toLowerCase());
-  assert.ok(issued.notAfter.getTime() - Date.now() <= 10_000);
-  assert.ok(cert.verify(new X509Certificate(ca.certPem).publicKey));
+  assert.ok(
+    issued.notAfter.getTime() - Date.now() <= 10_000,
+    'issued.notAfter.getTime() - Date.now() <= 10_000',
+  );
+  assert.ok(
+    cert.verify(new X509Certificate(ca.certPem).publicKey),
+    'cert.verify(new X509Certificate(ca.certPem).publicKey)',
+  );
 });
 
 void test('verifyCsr refuses garbage, a broken signature and an unsupported key', async () => {

@@ -160,7 +160,7 @@ void describe('resolveConnection', () => {
     const env = { CITADEL_API_KEY: 'k', XDG_CONFIG_HOME: join(dir, 'none') };
     const fails = (fn: () => unknown, field: string, message: RegExp): void => {
       assert.throws(fn, (err: unknown) => {
-        assert.ok(err instanceof ConfigError);
+        assert.ok(err instanceof ConfigError, 'err instanceof ConfigError');
         assert.equal(err.field, field);
         assert.match(err.message, message);
         return true;

@@ -186,8 +186,11 @@ void describe('task and execution output', () => {
     assert.match(out, /^state: +failed$/m);
     assert.match(out, /^exit code: +2$/m);
     assert.match(out, /^duration: +2s$/m);
-    assert.ok(out.includes('stdout:\n  line one\n  line \\x1b[2Jtwo\n  [truncated]'));
-    assert.ok(!out.includes('\x1b'));
+    assert.ok(
+      out.includes('stdout:\n  line one\n  line \\x1b[2Jtwo\n  [truncated]'),
+      "out.includes('stdout:\\n line one\\n line \\\\x1b[2Jtwo\\n [truncated]')",
+    );
+    assert.ok(!out.includes('\x1b'), "!out.includes('\\x1b')");
     const block = taskDetails(task);
     assert.match(block, /^schedule: +cron "@hourly" UTC$/m);
     assert.match(block, /^next run: +2026-11-24T10:00:00Z$/m);

@@ -72,7 +72,7 @@ void describe('buildCreateBootstrapTokenRequest', () => {
     const { bootstrapToken } = buildCreateBootstrapTokenRequest({ expires: '7d' }, at);
     assert.deepEqual(bootstrapToken?.expireTime, new Date('2026-12-01T10:00:00Z'));
     const ahead = (bootstrapToken?.expireTime?.getTime() ?? Infinity) - at.getTime();
-    assert.ok(ahead <= 7 * 86_400_000);
+    assert.ok(ahead <= 7 * 86_400_000, 'ahead <= 7 * 86_400_000');
   });
 
   void it('refuses bad flags, naming each', () => {

@@ -244,7 +244,7 @@ void test(
     cleanups.push(() => etcd.stop());
     assert.match(etcd.endpoint, /^https:\/\/127\.0\.0\.1:\d+$/);
     const tls = etcd.tls;
-    assert.ok(tls);
+    assert.ok(tls, 'tls');
     const tlsDir = path.dirname(tls.caFile);
     assert.equal((await fs.stat(tlsDir)).mode & 0o777, 0o700);
     for (const file of [tls.caFile, tls.certFile, tls.keyFile, path.join(tlsDir, 'server.key')]) {

@@ -86,11 +86,17 @@ void test('error messages never contain plaintext or key material', () => {
     keyring.open(sealed, 'wrong');
     assert.fail('expected DecryptError');
   } catch (err) {
-    assert.ok(err instanceof DecryptError);
+    assert.ok(err instanceof DecryptError, 'err instanceof DecryptError');
     assert.equal(err.name, 'DecryptError');
     assert.doesNotMatch(err.message, /top-secret-value/);
-    assert.ok(!err.message.includes(key.toString('hex')));
-    assert.ok(!err.message.includes(key.toString('base64')));
+    assert.ok(
+      !err.message.includes(key.toString('hex')),
+      "!err.message.includes(key.toString('hex'))",
+    );
+    assert.ok(
+      !err.message.includes(key.toString('base64')),
+      "!err.message.includes(key.toString('base64'))",
+    );
   }
 });
 
@@ -124,7 +130,7 @@ void test('wrapDataKey/unwrapDataKey round trip; wrong master key or kid fails',
   const dataKey = generateKey();
   const wrapped = wrapDataKey(master, 'dk7', dataKey);
   assert.deepEqual(unwrapDataKey(master, 'dk7', wrapped), dataKey);
-  assert.ok(!wrapped.includes(dataKey));
+  assert.ok(!wrapped.includes(dataKey), '!wrapped.includes(dataKey)');
   assert.throws(() => unwrapDataKey(generateKey(), 'dk7', wrapped), DecryptError);
   assert.throws(() => unwrapDataKey(master, 'dk8', wrapped), DecryptError);
   // A data key wrapped under the master key is not a record that a keyring can open, and vice versa.
