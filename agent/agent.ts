@@ -53,6 +53,9 @@ export interface AgentConfig {
   readonly runner?: Runner;
 }
 
+/** How long a stopping agent spends withdrawing its slots and reporting what it ran. */
+const DRAIN_TIMEOUT_MS = 5_000;
+
 /** The agent's run loop. `start()` once, `stop()` once. */
 export class Agent {
   #state: AgentState = { kind: 'idle' };
@@ -122,13 +125,16 @@ export class Agent {
     this.#loop = this.#run();
   }
 
-  /** Stops timers, cancels the stream, closes the channel; resolves once the loop has ended. */
+  /**
+   * Stops the agent: the call in flight ends (each has a deadline), the session drains (see
+   * #drain), then the stream is cancelled and the channel closed. Resolves once the loop has
+   * ended.
+   */
   async stop(): Promise<void> {
     this.#stopping = true;
-    this.#executor?.stop();
     this.#wakeAll();
-    this.#session?.close();
     await this.#loop;
+    this.#executor?.stop();
     this.#setState({ kind: 'stopped' });
   }
 
@@ -185,6 +191,7 @@ export class Agent {
         const untilRenewal = Math.max(0, this.#renewAtMs - Date.now());
         if (session.failure === undefined) await this.#sleep(Math.min(outcome, untilRenewal));
       }
+      if (this.#stopping && session.failure === undefined) await this.#drain(session);
     } finally {
       session.close();
       this.#session = undefined;
@@ -192,12 +199,46 @@ export class Agent {
     return { server: session.server, failure: session.failure! };
   }
 
+  /**
+   * Leaves the cluster's work in order before the session closes, within DRAIN_TIMEOUT_MS: a
+   * heartbeat offering no slots, so the dispatcher stops assigning here at once; then what runs
+   * is aborted and reported lost, so it is retried now rather than when the lease lapses.
+   */
+  async #drain(session: WorkerSession): Promise<void> {
+    if (!this.#executor) return;
+    const started = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), DRAIN_TIMEOUT_MS);
+    });
+    try {
+      const beat = await Promise.race([this.#heartbeat(session, { draining: true }), deadline]);
+      const running = this.#executor.runningIds().length;
+      const drained =
+        beat === 'timeout' ? beat : await Promise.race([this.#executor.drain(), deadline]);
+      this.logger.info(
+        {
+          slotsWithdrawn: typeof beat === 'number',
+          running,
+          allReported: drained !== 'timeout',
+          tookMs: Date.now() - started,
+        },
+        'drained',
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Sends one heartbeat; the delay until the next, or why it failed. */
-  async #heartbeat(session: WorkerSession): Promise<number | CallFailure> {
+  async #heartbeat(
+    session: WorkerSession,
+    { draining = false }: { draining?: boolean } = {},
+  ): Promise<number | CallFailure> {
     const identity = this.#identity;
     const sequence = this.#sequence.next();
     const running = this.#executor?.runningIds() ?? [];
-    const slots = this.#executor ? this.config.slots : 0;
+    const slots = this.#executor && !draining ? this.config.slots : 0;
     const request = signedHeartbeat(
       {
         workerId: this.config.workerId,

@@ -2,7 +2,8 @@
  * Runs the executions assigned to this worker (docs/dispatch.md, "On the worker"): acknowledge
  * with StartExecution, run the container, report with ReportResult, each call carrying the
  * assignment's fencing token. An assignment already running elsewhere in this worker's past
- * (the agent restarted) is reported lost; a cancel aborts the container. Reports are retried
+ * (the agent restarted) is reported lost; a cancel aborts the container. When the agent stops,
+ * `drain` aborts what runs and reports it lost, so it is retried at once. Reports are retried
  * until the server answers them, through whatever connection the agent has at the time.
  */
 import { status, type ServiceError } from '@grpc/grpc-js';
@@ -36,9 +37,13 @@ const FINAL = new Set<number>([
   status.PERMISSION_DENIED,
 ]);
 
+/** The abort reason of executions stopped because the agent stops. */
+const AGENT_STOPPING = 'agent stopping';
+
 export class Executor {
-  /** Executions this agent runs now, with the way to abort each. */
-  readonly #running = new Map<string, AbortController>();
+  /** Executions this agent runs now, with the way to abort each and their end. */
+  readonly #running = new Map<string, { controller: AbortController; done: Promise<void> }>();
+  #draining = false;
   #stopped = false;
 
   constructor(
@@ -55,7 +60,7 @@ export class Executor {
 
   /** Handles an assignment event (the same one may arrive again after a reconnect). */
   onAssignment(a: Assignment): void {
-    if (this.#stopped || this.#running.has(a.executionId)) return;
+    if (this.#draining || this.#stopped || this.#running.has(a.executionId)) return;
     if (a.state === AssignmentState.ASSIGNMENT_STATE_RUNNING) {
       // Acknowledged by this worker before a restart, and not running now: lost.
       void this.#report(
@@ -69,19 +74,30 @@ export class Executor {
       return;
     }
     const controller = new AbortController();
-    this.#running.set(a.executionId, controller);
-    void this.#execute(a, controller).finally(() => this.#running.delete(a.executionId));
+    const done = this.#execute(a, controller).finally(() => this.#running.delete(a.executionId));
+    this.#running.set(a.executionId, { controller, done });
   }
 
   /** Handles a cancel event: aborts the container if this agent runs it. */
   onCancelled(executionId: string): void {
-    this.#running.get(executionId)?.abort();
+    this.#running.get(executionId)?.controller.abort();
   }
 
-  /** Aborts everything and stops taking work. */
+  /**
+   * Stops taking work, aborts what runs and reports each lost ("the agent stopped"); resolves
+   * once every report is answered. Bound it with a deadline, then call `stop`.
+   */
+  async drain(): Promise<void> {
+    this.#draining = true;
+    const running = [...this.#running.values()];
+    for (const r of running) r.controller.abort(AGENT_STOPPING);
+    await Promise.all(running.map((r) => r.done));
+  }
+
+  /** Aborts everything, stops taking work and gives up on unanswered calls. */
   stop(): void {
     this.#stopped = true;
-    for (const c of this.#running.values()) c.abort();
+    for (const r of this.#running.values()) r.controller.abort(AGENT_STOPPING);
   }
 
   async #execute(a: Assignment, controller: AbortController): Promise<void> {
@@ -113,8 +129,14 @@ export class Executor {
           { signal: controller.signal },
         );
         if (r.state === 'cancelled') {
-          this.logger.info({ executionId: id }, 'execution cancelled');
-          return; // the server has already ended it
+          if (controller.signal.reason !== AGENT_STOPPING) {
+            this.logger.info({ executionId: id }, 'execution cancelled');
+            return; // the server has already ended it
+          }
+          report.outcome = Outcome.OUTCOME_LOST;
+          report.message = 'the agent stopped while running it';
+          await this.#report(report);
+          return;
         }
         Object.assign(report, {
           outcome: OUTCOMES[r.state],

@@ -3,7 +3,8 @@
  * alive only by its valid heartbeats. Any replica can renew any worker's lease: keep-alives go
  * by lease id over this replica's one shared keep-alive stream. A worker with no live lease is
  * registered again: a new lease, `live/<id>` written under it with a create-only compare, and
- * `online: true` with an audit record if it was offline.
+ * `online: true` with an audit record if it was offline. A heartbeat whose `total_slots` differs
+ * from the live record's rewrites the record under the same lease (an agent that stops sends 0).
  */
 import type { IDuplexStream } from 'etcd3';
 import type { ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3/lib/rpc.js';
@@ -28,6 +29,8 @@ export interface WorkerLivenessOptions {
 export class WorkerLiveness {
   /** Lease id of each worker this replica renewed or registered. */
   private readonly leases = new Map<string, string>();
+  /** Slots in each worker's live record, as this replica last wrote or read them. */
+  private readonly slots = new Map<string, number>();
   private stream: Promise<KeepAliveStream> | undefined;
   /** Callers waiting for etcd's answer to a keep-alive, by lease id, in request order. */
   private readonly waiting = new Map<string, ((ttl: number | Error) => void)[]>();
@@ -48,10 +51,37 @@ export class WorkerLiveness {
     }
     if (leaseId !== undefined && (await this.keepAlive(leaseId)) > 0) {
       this.leases.set(worker.id, leaseId);
+      if (this.slots.get(worker.id) !== totalSlots) {
+        await this.updateSlots(worker.id, leaseId, totalSlots);
+      }
       return false;
     }
     this.leases.delete(worker.id);
+    this.slots.delete(worker.id);
     return this.register(worker.id, sequence, totalSlots);
+  }
+
+  /** Rewrites the live record's slots under its lease, unless it is gone or already says so. */
+  private async updateSlots(workerId: string, leaseId: string, totalSlots: number): Promise<void> {
+    const { store, logger } = this.options;
+    const live = await store.getJson<LiveRecord>(keys.live(workerId));
+    if (!live || live.value.leaseId !== leaseId) return;
+    if ((live.value.totalSlots ?? 0) !== totalSlots) {
+      const tx = new Tx()
+        .expect(live.key, live.modRevision)
+        .putJson(live.key, { ...live.value, totalSlots } satisfies LiveRecord, leaseId);
+      try {
+        await store.commit(tx);
+      } catch (err) {
+        if (err instanceof ConflictError) return; // another replica changed it: the next beat says
+        throw err;
+      }
+      logger.info(
+        { workerId, totalSlots, was: live.value.totalSlots ?? 0 },
+        'worker slots changed',
+      );
+    }
+    this.slots.set(workerId, totalSlots);
   }
 
   /** The live record's sequence floor, for a replica that has not seen this worker yet. */
@@ -63,6 +93,7 @@ export class WorkerLiveness {
   /** Ends a worker's lease (blocked, retired), deleting `live/<id>` with it. */
   async revoke(workerId: string, leaseId: string | undefined): Promise<void> {
     this.leases.delete(workerId);
+    this.slots.delete(workerId);
     if (leaseId === undefined) return;
     await this.options.store.client.leaseClient.leaseRevoke({ ID: leaseId }).catch(() => undefined);
   }
@@ -112,6 +143,7 @@ export class WorkerLiveness {
       try {
         await store.commit(tx);
         this.leases.set(workerId, leaseId);
+        this.slots.set(workerId, totalSlots);
         logger.info({ workerId, leaseId }, 'worker registered');
         return true;
       } catch (err) {

@@ -38,7 +38,7 @@ export interface LiveRecord {
   replicaId: string;
   /** The heartbeat sequence accepted when the lease was granted: a floor for other replicas. */
   sequence: number;
-  /** Executions the worker runs at once, from the heartbeat that registered it. */
+  /** Executions the worker takes at once, from its latest heartbeat (0 while it stops). */
   totalSlots?: number;
 }
 

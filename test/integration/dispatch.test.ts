@@ -1,7 +1,9 @@
 // Dispatch end to end on a real etcd, a real server and a real agent process running real
 // containers: a task's output comes back; a failing exit code is retried per policy; a timeout
 // ends timed_out; a stale token is refused; an agent killed mid-run loses its execution to a
-// retry elsewhere and removes its orphan when it restarts. docs/dispatch.md.
+// retry elsewhere and removes its orphan when it restarts; an agent stopped mid-run withdraws
+// its slots and reports its execution lost; a user's max_concurrent_executions holds.
+// docs/dispatch.md.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -9,12 +11,20 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import { Role } from '../../gen/citadel/v1/admin.js';
+import { CreateApiKeyRequest, CreateUserRequest } from '../../gen/citadel/v1/admin_service.js';
 import { ExecutionState, type Execution } from '../../gen/citadel/v1/execution.js';
 import { CreateTaskRequest, ListExecutionsRequest } from '../../gen/citadel/v1/task_service.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
 import { REPO_ROOT, startTestServer, type TestServer } from '../helpers/server.js';
-import { createToken, spawnAgent, workerClient, type AgentProcess } from '../helpers/worker.js';
+import {
+  adminClient,
+  createToken,
+  spawnAgent,
+  workerClient,
+  type AgentProcess,
+} from '../helpers/worker.js';
 import { loadIdentity } from '../../agent/identity.js';
 import { dataPaths } from '../../agent/state.js';
 import { Outcome, ReportResultRequest } from '../../gen/citadel/v1/worker_service.js';
@@ -84,6 +94,14 @@ async function createContainerTask(
   return res.task!.id;
 }
 
+/** The worker id an agent's data folder holds. */
+async function workerIdOf(dir: string): Promise<string> {
+  const state = JSON.parse(await fs.readFile(path.join(dir, 'state.json'), 'utf8')) as {
+    workerId: string;
+  };
+  return state.workerId;
+}
+
 async function executionsOf(taskId: string): Promise<Execution[]> {
   const res = await ts.call(
     ts.client.listExecutions,
@@ -114,7 +132,7 @@ describe('dispatch', () => {
     assert.equal(done.state, ExecutionState.EXECUTION_STATE_SUCCEEDED, done.result?.message);
     assert.equal(done.result?.exitCode, 0);
     assert.equal(Buffer.from(done.result.stdout).toString(), 'hello from a container\n');
-    assert.ok(done.fencingToken > 0);
+    assert.ok(done.fencingToken > 0, 'done.fencingToken > 0');
   });
 
   test('exit code 3 fails and is retried per policy', async () => {
@@ -126,7 +144,10 @@ describe('dispatch', () => {
       async () => {
         const es = await executionsOf(taskId);
         assert.equal(es.length, 2);
-        assert.ok(es.every((e) => TERMINAL.has(e.state)));
+        assert.ok(
+          es.every((e) => TERMINAL.has(e.state)),
+          'es.every((e) => TERMINAL.has(e.state))',
+        );
         return es;
       },
       { timeoutMs: 30_000, message: 'both attempts end' },
@@ -136,7 +157,10 @@ describe('dispatch', () => {
       assert.equal(e.result?.exitCode, 3);
       assert.equal(Buffer.from(e.result.stderr).toString(), 'oops\n');
     }
-    assert.ok(all[1]!.fencingToken > all[0]!.fencingToken);
+    assert.ok(
+      all[1]!.fencingToken > all[0]!.fencingToken,
+      'all[1]!.fencingToken > all[0]!.fencingToken',
+    );
   });
 
   test('a timeout ends timed_out with the container gone', async () => {
@@ -147,7 +171,7 @@ describe('dispatch', () => {
     const done = await eventually(
       async () => {
         const [e] = await executionsOf(taskId);
-        assert.ok(e && TERMINAL.has(e.state));
+        assert.ok(e && TERMINAL.has(e.state), 'e && TERMINAL.has(e.state)');
         return e;
       },
       { timeoutMs: 20_000, message: 'the execution ends' },
@@ -204,11 +228,8 @@ describe('dispatch', () => {
         },
         { timeoutMs: 20_000, message: 'attempt 1 runs' },
       );
-      const states = JSON.parse(await fs.readFile(path.join(dataDir, 'state.json'), 'utf8')) as {
-        workerId: string;
-      };
       const [victim, victimDir] =
-        first.workerId === states.workerId ? [agent, dataDir] : [second, secondDir];
+        first.workerId === (await workerIdOf(dataDir)) ? [agent, dataDir] : [second, secondDir];
       await victim.kill('SIGKILL');
       const all = await eventually(
         async () => {
@@ -235,6 +256,102 @@ describe('dispatch', () => {
       await second.kill('SIGTERM');
       await restarted?.kill('SIGTERM');
       await fs.rm(secondDir, { recursive: true, force: true });
+    }
+  });
+
+  test('SIGTERM of an agent mid-run: its slots are withdrawn at once and its execution reported lost and retried elsewhere', async () => {
+    const secondDir = await joinAgent();
+    const second = spawnAgent(['run', '--data-dir', secondDir, '--slots', '12']);
+    try {
+      await second.waitForLog((l) => l.msg === 'heartbeat accepted');
+      const secondId = await workerIdOf(secondDir);
+      // Both agents have all their slots free: the first assignment goes to the lower id.
+      const firstId = await workerIdOf(dataDir);
+      const [victim, survivorId] = secondId < firstId ? [second, firstId] : [agent, secondId];
+      const taskId = await createContainerTask(
+        { argv: ['sleep', '30'] },
+        { retryPolicy: { maxAttempts: 2, initialBackoff: { seconds: 0, nanos: 100_000_000 } } },
+      );
+      await eventually(
+        async () => {
+          const [e] = await executionsOf(taskId);
+          assert.equal(e?.state, ExecutionState.EXECUTION_STATE_RUNNING);
+        },
+        { timeoutMs: 20_000, message: 'attempt 1 runs' },
+      );
+      await victim.kill('SIGTERM');
+      const [lost] = await executionsOf(taskId);
+      // Reported by the agent as it stopped, not found lost when its lease lapsed.
+      assert.equal(lost!.state, ExecutionState.EXECUTION_STATE_LOST);
+      assert.equal(lost!.result?.message, 'the agent stopped while running it');
+      // The stopped worker's lease has not lapsed yet, but it offers no slots: all runs elsewhere.
+      const ids = await Promise.all(
+        Array.from({ length: 4 }, () => createContainerTask({ argv: ['true'] })),
+      );
+      const placed = await eventually(
+        async () => {
+          const es = (await Promise.all([taskId, ...ids].map(executionsOf))).flat();
+          const retry = es.filter((e) => e.taskId !== taskId || e.attempt === 2);
+          assert.equal(retry.length, 5);
+          assert.ok(
+            retry.every((e) => e.workerId !== ''),
+            "retry.every((e) => e.workerId !== '')",
+          );
+          return retry;
+        },
+        { timeoutMs: 20_000, message: 'the retry and four new tasks are assigned' },
+      );
+      assert.deepEqual(new Set(placed.map((e) => e.workerId)), new Set([survivorId]));
+      if (victim === agent) {
+        agent = second; // `after` stops it
+        dataDir = secondDir;
+      }
+    } finally {
+      if (agent !== second) await second.kill('SIGTERM');
+      if (dataDir !== secondDir) await fs.rm(secondDir, { recursive: true, force: true });
+    }
+  });
+
+  test('max_concurrent_executions = 2 with 10 due tasks: never more than 2 running at once', async () => {
+    const admin = adminClient(ts);
+    try {
+      await ts.call(
+        admin.createUser.bind(admin),
+        CreateUserRequest.fromPartial({
+          user: { id: 'limited', role: Role.ROLE_SCHEDULER, maxConcurrentExecutions: 2 },
+        }),
+      );
+      const { key } = await ts.call(
+        admin.createApiKey.bind(admin),
+        CreateApiKeyRequest.fromPartial({ userId: 'limited' }),
+      );
+      const ids = await Promise.all(
+        Array.from({ length: 10 }, () => createContainerTask({ argv: ['sleep', '1'] }, {}, key)),
+      );
+      const runs = await eventually(
+        async () => {
+          const es = (await Promise.all(ids.map(executionsOf))).flat();
+          assert.equal(es.length, 10);
+          assert.ok(
+            es.every((e) => e.state === ExecutionState.EXECUTION_STATE_SUCCEEDED),
+            `states ${es.map((e) => `${e.state}@${e.workerId}`).join(',')}`,
+          );
+          return es;
+        },
+        { timeoutMs: 60_000, intervalMs: 200, message: 'all ten succeed' },
+      );
+      // From the records: at no instant were more than two assigned or running.
+      const edges = runs.flatMap((e) => [
+        { t: e.assignTime!.getTime(), d: 1 },
+        { t: e.endTime!.getTime(), d: -1 },
+      ]);
+      edges.sort((a, b) => a.t - b.t || a.d - b.d);
+      let now = 0;
+      let most = 0;
+      for (const edge of edges) most = Math.max(most, (now += edge.d));
+      assert.equal(most, 2);
+    } finally {
+      admin.close();
     }
   });
 });

@@ -160,7 +160,10 @@ export interface HeartbeatBody {
   runningExecutionIds: string[];
   /** How many more executions the agent can take now. */
   freeSlots: number;
-  /** How many executions the agent can run at once. */
+  /**
+   * How many executions the agent takes at once; the dispatcher assigns up to this many. An
+   * agent that is stopping sends 0 so that nothing more is assigned to it.
+   */
   totalSlots: number;
 }
 
