@@ -1,7 +1,8 @@
 /**
  * Integration-test helpers for workers: bootstrap tokens through AdminService, in-process joins
  * through the agent's own join code, a mutual-TLS WorkerService client with promise-returning
- * calls, and `citadel-agent` as a real child process.
+ * calls, and `citadel-agent` as a real child process: the built single executable when
+ * CITADEL_AGENT_BIN names it (scripts/test.sh builds it first), else from source.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs/promises';
@@ -132,9 +133,16 @@ export interface AgentProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Runs `citadel-agent <args>` (from source) and collects its JSON log lines. */
+/** The command that runs `citadel-agent <args>`: the built binary if CITADEL_AGENT_BIN is set. */
+export function agentCommand(args: string[]): [string, string[]] {
+  const bin = process.env.CITADEL_AGENT_BIN;
+  if (bin) return [path.resolve(REPO_ROOT, bin), args];
+  return [process.execPath, ['--import', 'tsx', 'agent/main.ts', ...args]];
+}
+
+/** Runs `citadel-agent <args>` and collects its JSON log lines. */
 export function spawnAgent(args: string[]): AgentProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'agent/main.ts', ...args], {
+  const child = spawn(...agentCommand(args), {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

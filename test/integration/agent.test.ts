@@ -15,7 +15,7 @@ import { Etcd3 } from 'etcd3';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
 import { freshPrefix, REPO_ROOT, spawnServer, startTestServer } from '../helpers/server.js';
-import { createToken, spawnAgent, type AgentProcess } from '../helpers/worker.js';
+import { agentCommand, createToken, spawnAgent, type AgentProcess } from '../helpers/worker.js';
 
 const run = promisify(execFile);
 
@@ -35,11 +35,7 @@ async function tempDir(): Promise<string> {
 
 /** `citadel-agent join` as a process; resolves with its stdout. */
 async function agentJoin(args: string[]): Promise<string> {
-  const { stdout } = await run(
-    process.execPath,
-    ['--import', 'tsx', 'agent/main.ts', 'join', ...args],
-    { cwd: REPO_ROOT },
-  );
+  const { stdout } = await run(...agentCommand(['join', ...args]), { cwd: REPO_ROOT });
   return stdout;
 }
 

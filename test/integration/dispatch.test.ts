@@ -20,6 +20,7 @@ import { eventually } from '../helpers/eventually.js';
 import { REPO_ROOT, startTestServer, type TestServer } from '../helpers/server.js';
 import {
   adminClient,
+  agentCommand,
   createToken,
   spawnAgent,
   workerClient,
@@ -54,11 +55,7 @@ async function joinAgent(): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'citadel-agent-'));
   const token = await createToken(ts);
   await run(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'agent/main.ts',
+    ...agentCommand([
       'join',
       '--server',
       `localhost:${ts.server.port}`,
@@ -68,7 +65,7 @@ async function joinAgent(): Promise<string> {
       token.caHash,
       '--data-dir',
       dir,
-    ],
+    ]),
     { cwd: REPO_ROOT },
   );
   return dir;
