@@ -2,8 +2,10 @@
  * `npm run bench`: task-create throughput and latency through a real citadel-server process
  * (TLS, API-key auth, validation, sealed payload, audit record in the same txn), beside the
  * baseline of raw etcd compare-and-put transactions from Node, measured in the same run on the
- * same etcd, and the time from blocking a worker to its stream being cut. Prints medians and
- * ratios; see docs/performance.md.
+ * same etcd; the time from blocking a worker to its stream being cut; and, with real agents and
+ * containers, dispatch latency and completed executions per second beside `docker run`
+ * (scripts/bench-dispatch.ts). Prints medians and ratios; see docs/performance.md.
+ * BENCH_ONLY=create|workers|executions runs one part.
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
@@ -14,11 +16,14 @@ import { Etcd3 } from 'etcd3';
 import { CreateTaskRequest, TaskServiceClient } from '../gen/citadel/v1/task_service.js';
 import { startTestEtcd } from '../test/helpers/etcd.js';
 import { bearer, freshPrefix, spawnServer } from '../test/helpers/server.js';
+import { dispatchFigures } from './bench-dispatch.js';
 import { blockToStreamCut } from './bench-workers.js';
 
 const TOTAL = Number(process.env.BENCH_OPS ?? 5000);
 const IN_FLIGHT = Number(process.env.BENCH_IN_FLIGHT ?? 64);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const ONLY = process.env.BENCH_ONLY;
+const part = (name: string) => ONLY === undefined || ONLY === name;
 
 interface Result {
   rate: number;
@@ -83,61 +88,72 @@ async function main(): Promise<void> {
   );
   const md = bearer((await fs.readFile(path.join(dataDir, 'admin.key'), 'utf8')).trim());
   try {
-    const rawRuns: Result[] = [];
-    const createRuns: Result[] = [];
-    const runAt = new Date(Date.now() + 86_400_000);
-    for (let round = 0; round < ROUNDS; round++) {
-      rawRuns.push(
-        await load(async (i) => {
-          const key = Buffer.from(`/bench-raw/${round}/${i}`);
-          await raw.kv.txn({
-            compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
-            success: [{ request_put: { key, value: randomBytes(300) } }],
-          });
-        }),
-      );
-      createRuns.push(
-        await load(
-          (i) =>
-            new Promise((resolve, reject) =>
-              client.createTask(
-                CreateTaskRequest.fromPartial({
-                  task: {
-                    type: 'bench.noop',
-                    payload: { argv: ['true'], n: i },
-                    schedule: { $case: 'oneTime', value: { runAt } },
-                  },
-                }),
-                md,
-                (err, res) => (err ? reject(err) : resolve(res)),
+    if (part('create')) {
+      const rawRuns: Result[] = [];
+      const createRuns: Result[] = [];
+      const runAt = new Date(Date.now() + 86_400_000);
+      for (let round = 0; round < ROUNDS; round++) {
+        rawRuns.push(
+          await load(async (i) => {
+            const key = Buffer.from(`/bench-raw/${round}/${i}`);
+            await raw.kv.txn({
+              compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
+              success: [{ request_put: { key, value: randomBytes(300) } }],
+            });
+          }),
+        );
+        createRuns.push(
+          await load(
+            (i) =>
+              new Promise((resolve, reject) =>
+                client.createTask(
+                  CreateTaskRequest.fromPartial({
+                    task: {
+                      type: 'bench.noop',
+                      payload: { argv: ['true'], n: i },
+                      schedule: { $case: 'oneTime', value: { runAt } },
+                    },
+                  }),
+                  md,
+                  (err, res) => (err ? reject(err) : resolve(res)),
+                ),
               ),
-            ),
-        ),
+          ),
+        );
+      }
+      console.log('');
+      const base = summary('raw etcd compare-and-put txn (baseline)', rawRuns);
+      const create = summary('CreateTask (TLS, auth, sealed payload, audit)', createRuns);
+      console.log('');
+      console.log(
+        `create rate / raw txn rate: ${(create.rate / base.rate).toFixed(2)} (target >= 0.75)`,
+      );
+      console.log(`create p99: ${create.p99.toFixed(2)} ms (target <= 25 ms)`);
+    }
+    if (part('workers')) {
+      const cuts = (
+        await blockToStreamCut({
+          port: server.port,
+          workerPort: server.workerPort,
+          caPem: await fs.readFile(path.join(dataDir, 'ca.crt')),
+          admin: md,
+          count: 20,
+        })
+      ).sort((a, b) => a - b);
+      console.log('');
+      console.log(
+        `BlockWorker call to stream cut, ${cuts.length} workers: median ${median(cuts).toFixed(1)} ms, ` +
+          `max ${cuts.at(-1)!.toFixed(1)} ms (target <= 1000 ms)`,
       );
     }
-    console.log('');
-    const base = summary('raw etcd compare-and-put txn (baseline)', rawRuns);
-    const create = summary('CreateTask (TLS, auth, sealed payload, audit)', createRuns);
-    console.log('');
-    console.log(
-      `create rate / raw txn rate: ${(create.rate / base.rate).toFixed(2)} (target >= 0.75)`,
-    );
-    console.log(`create p99: ${create.p99.toFixed(2)} ms (target <= 25 ms)`);
-
-    const cuts = (
-      await blockToStreamCut({
+    if (part('executions')) {
+      await dispatchFigures({
         port: server.port,
-        workerPort: server.workerPort,
         caPem: await fs.readFile(path.join(dataDir, 'ca.crt')),
         admin: md,
-        count: 20,
-      })
-    ).sort((a, b) => a - b);
-    console.log('');
-    console.log(
-      `BlockWorker call to stream cut, ${cuts.length} workers: median ${median(cuts).toFixed(1)} ms, ` +
-        `max ${cuts.at(-1)!.toFixed(1)} ms (target <= 1000 ms)`,
-    );
+        tasks: client,
+      });
+    }
   } finally {
     client.close();
     raw.close();
