@@ -19,6 +19,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as esbuild from 'esbuild';
+import { DESCRIPTOR_ASSET, DESCRIPTOR_PATH } from '../server/descriptor-set.js';
 
 const run = promisify(execFile);
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -90,6 +91,10 @@ export async function buildBinary(
         output: path.basename(blob),
         disableExperimentalSEAWarning: true,
         useCodeCache: options.codeCache ?? true,
+        // The server's descriptor set for reflection travels inside its executable.
+        ...(name === 'citadel-server' && {
+          assets: { [DESCRIPTOR_ASSET]: fileURLToPath(DESCRIPTOR_PATH) },
+        }),
       }),
     );
     await run(process.execPath, ['--experimental-sea-config', seaConfig], { cwd: work });
@@ -114,7 +119,6 @@ export async function buildBinary(
     }
     const file = path.join(outDir, name);
     await fs.rename(binary, file); // atomic: a running test never sees half a binary
-    if (name === 'citadel-server') await installDescriptorSet(outDir);
     return {
       name,
       file,
@@ -143,17 +147,6 @@ async function packageVersion(): Promise<string> {
     version: string;
   };
   return pkg.version;
-}
-
-/**
- * citadel-server reads gen/citadel.binpb (for reflection) relative to its own module URL, which
- * in the binary is the executable's path: `<prefix>/bin/citadel-server` reads
- * `<prefix>/gen/citadel.binpb`. Copy it there.
- */
-async function installDescriptorSet(outDir: string): Promise<void> {
-  const genDir = path.join(outDir, '../gen');
-  await fs.mkdir(genDir, { recursive: true });
-  await fs.copyFile(path.join(REPO_ROOT, 'gen/citadel.binpb'), path.join(genDir, 'citadel.binpb'));
 }
 
 async function bundleEntry(entry: string, outfile: string, version: string): Promise<void> {

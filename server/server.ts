@@ -4,8 +4,7 @@
  * of it down in order.
  */
 import 'reflect-metadata';
-import { readFile } from 'node:fs/promises';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import path from 'node:path';
@@ -17,6 +16,7 @@ import { Etcd3, type IOptions } from 'etcd3';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import { ConfigError } from '../common/errors.js';
+import { descriptorSet } from './descriptor-set.js';
 import { randomBase32 } from '../common/ids.js';
 import { AdminServiceService } from '../gen/citadel/v1/admin_service.js';
 import { JoinServiceService } from '../gen/citadel/v1/join_service.js';
@@ -76,9 +76,6 @@ async function externalEtcdCredentials(
     privateKey,
   };
 }
-
-/** The compiled descriptor set of proto/, written by `npm run gen`, for reflection. */
-const DESCRIPTOR_PATH = new URL('../gen/citadel.binpb', import.meta.url);
 
 export class CitadelServer {
   private constructor(
@@ -346,7 +343,7 @@ export class CitadelServer {
       'citadel.v1.AdminService': 'NOT_SERVING',
     });
     health.addToServer(grpc);
-    const descriptors = loadFileDescriptorSetFromBuffer(await readFile(DESCRIPTOR_PATH));
+    const descriptors = loadFileDescriptorSetFromBuffer(await descriptorSet());
     const healthDef = loadSync(healthProtoPath);
     new ReflectionService({ ...descriptors, ...healthDef }).addToServer(grpc);
 

@@ -4,7 +4,8 @@
  * behind an empty folder in a private mount namespace (Node searches parent folders for
  * node_modules, so running from elsewhere is not enough). Covers --version and --help, a clean
  * failure of `status` on an empty data folder, and a cluster of the three binaries: a server on
- * a real etcd, a bootstrap token from citadelctl, and an agent that joins with it.
+ * a real etcd (one file: nothing beside it, its descriptor set is inside), a bootstrap token
+ * from citadelctl, and an agent that joins with it.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -137,6 +138,9 @@ describe('single executables, with no node and no node_modules', { skip }, () =>
     let clientEnv: Record<string, string>;
 
     before(async () => {
+      // The server needs nothing beside its executable.
+      assert.deepEqual(await fs.readdir(binDir), ['citadel-agent', 'citadel-server', 'citadelctl']);
+      await assert.rejects(fs.access(path.join(tmpDir, 'gen')), { code: 'ENOENT' });
       etcd = await startTestEtcd();
       serverDir = await fs.mkdtemp(path.join(tmpDir, 'server-'));
       const child = spawn(
