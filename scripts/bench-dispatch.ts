@@ -3,7 +3,7 @@
  * running real containers on the local Docker engine,
  * - latency, one task at a time: create to the agent acknowledging its assignment (the
  *   execution's start time, when the server took the agent's StartExecution) and create to the
- *   container started (Docker's own `start` event);
+ *   container started (Docker's own `start` event), beside `docker run` to its `start` event;
  * - throughput: completed executions per second of a trivial container task with 1 agent and
  *   with 3, beside `docker run` of the same image at the same concurrency (the agents' total
  *   slots), measured in the same run.
@@ -191,12 +191,25 @@ export async function dispatchFigures(opts: DispatchBenchOptions): Promise<void>
     if (failed.length > 0) throw new Error(`${failed.length} executions did not succeed`);
     return n / ((last - t0) / 1000);
   };
+  const dockerRun = ['run', '--rm', '--network', 'none', '--read-only', '--cap-drop', 'ALL'];
   /** `docker run` of the same trivial container, `n` times, `concurrency` at once. */
   const dockerBaseline = async (n: number, concurrency: number): Promise<number> => {
-    const args = ['run', '--rm', '--network', 'none', '--read-only', '--cap-drop', 'ALL'];
     const t0 = Date.now();
-    await pool(n, concurrency, async () => void (await run('docker', [...args, IMAGE, 'true'])));
+    await pool(
+      n,
+      concurrency,
+      async () => void (await run('docker', [...dockerRun, IMAGE, 'true'])),
+    );
     return n / ((Date.now() - t0) / 1000);
+  };
+  /** Time from invoking `docker run` to Docker's `start` event of its container. */
+  const dockerRunToStart = async (i: number): Promise<number | undefined> => {
+    const id = `bench-docker-run-${i}`;
+    const labels = ['--label', `${LABELS.managed}=true`, '--label', `${LABELS.execution}=${id}`];
+    const t0 = Date.now();
+    await run('docker', [...dockerRun, ...labels, IMAGE, 'true']);
+    const started = events.starts.get(id);
+    return started === undefined ? undefined : started - t0;
   };
 
   try {
@@ -220,8 +233,17 @@ export async function dispatchFigures(opts: DispatchBenchOptions): Promise<void>
       console.log(
         `${name.padEnd(44)} p50 ${pct(xs, 0.5).toFixed(1).padStart(6)} ms   p99 ${pct(xs, 0.99).toFixed(1).padStart(6)} ms   (${xs.length} one at a time)`,
       );
+    const baselineStart: number[] = [];
+    for (let i = 0; i < LATENCY_SAMPLES; i++) {
+      const ms = await dockerRunToStart(i);
+      if (ms !== undefined) baselineStart.push(ms);
+    }
     line('create to agent holding the assignment', toAck);
     line('create to container started', toStart);
+    line('docker run to container started (baseline)', baselineStart);
+    console.log(
+      `create-to-start p50 / docker-run-to-start p50: ${(pct(toStart, 0.5) / pct(baselineStart, 0.5)).toFixed(2)} (target <= 1.5)`,
+    );
 
     const rows: [string, number, number][] = [];
     for (const count of [1, 3]) {

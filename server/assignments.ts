@@ -23,7 +23,7 @@ import {
   type ResultRecord,
   type TaskRecord,
 } from './records.js';
-import type { Store } from './store.js';
+import type { Store, Versioned } from './store.js';
 
 /** Most bytes of each output stream a report may carry. */
 export const MAX_OUTPUT_BYTES = 64 * 1024;
@@ -31,16 +31,25 @@ export const MAX_OUTPUT_BYTES = 64 * 1024;
 /**
  * The assignment event for `executionId`, or undefined if it is no longer assigned or
  * running. The task's payload is unsealed here, only for the worker that holds the execution.
+ * With the assignment key's `taskId` both records are read in one round trip.
  */
 export async function buildAssignment(
   store: Store,
   keyring: Keyring,
   executionId: string,
+  taskId?: string,
 ): Promise<Assignment | undefined> {
-  const exec = await store.getJson<ExecutionRecord>(keys.execution(executionId));
+  const read = await store.getManyJson<ExecutionRecord | TaskRecord>([
+    keys.execution(executionId),
+    ...(taskId ? [keys.task(taskId)] : []),
+  ]);
+  const exec = read.get(keys.execution(executionId)) as Versioned<ExecutionRecord> | undefined;
   if (!exec || isTerminal(exec.value.state) || exec.value.state === 'pending') return undefined;
   const e = exec.value;
-  const task = await store.getJson<TaskRecord>(keys.task(e.taskId));
+  const task =
+    e.taskId === taskId
+      ? (read.get(keys.task(e.taskId)) as Versioned<TaskRecord> | undefined)
+      : await store.getJson<TaskRecord>(keys.task(e.taskId));
   let container: ContainerSpec | undefined;
   if (task?.value.type === CONTAINER_TASK_TYPE) {
     try {

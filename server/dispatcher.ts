@@ -153,8 +153,12 @@ export class Dispatcher implements LeaderComponent {
     const now = Date.now();
     let nextDue = Infinity;
     const due: string[] = [];
-    for (const p of [1, 2, 3]) {
-      const page = await this.store.range<null>(`${keys.queuePrefix}${p}/`, { limit: SCAN_LIMIT });
+    const pages = await Promise.all(
+      [1, 2, 3].map((p) =>
+        this.store.range<null>(`${keys.queuePrefix}${p}/`, { limit: SCAN_LIMIT }),
+      ),
+    );
+    for (const page of pages) {
       for (const item of page.items) {
         const [, , dueMs, executionId] = item.key.split('/');
         if (Number(dueMs) > now) {

@@ -11,6 +11,7 @@ import { keys } from './keys.js';
 import {
   isTerminal,
   RETRYABLE_STATES,
+  type AssignmentKey,
   type ExecState,
   type ExecutionRecord,
   type ResultRecord,
@@ -114,7 +115,11 @@ export class ExecutionEngine {
             workerId,
             owner: next.owner,
           })
-          .putJson(keys.assignment(workerId, id), { fencingToken: token, assignedAt: now })
+          .putJson(keys.assignment(workerId, id), {
+            taskId: exec.value.taskId,
+            fencingToken: token,
+            assignedAt: now,
+          } satisfies AssignmentKey)
           .record({
             eventType: 'execution_assigned',
             action: 'assign',

@@ -107,6 +107,14 @@ export interface ExecutionRecord {
   result: ResultRecord | null;
 }
 
+/** `assignments/<workerId>/<executionId>`: present while the execution is on that worker. */
+export interface AssignmentKey {
+  /** Lets delivery read the execution and its task at once. */
+  taskId: string;
+  fencingToken: number;
+  assignedAt: number;
+}
+
 export const TERMINAL_STATES: ReadonlySet<ExecState> = new Set([
   'succeeded',
   'failed',

@@ -19,6 +19,7 @@ import type {
 } from '../gen/citadel/v1/worker_service.js';
 import type { AuthFailureGuard } from './auth-failures.js';
 import { buildAssignment, reportToResult } from './assignments.js';
+import type { AssignmentKey } from './records.js';
 import type { Keyring } from './crypto/sealer.js';
 import type { ExecutionEngine } from './execution-engine.js';
 import { identityUri, revokeInTx, type CertRecord, type CertRegistry } from './cert-registry.js';
@@ -309,23 +310,29 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
       const prefix = keys.assignmentPrefix(workerId);
       // Sends run one after another, in the order etcd reported the changes.
       let sending = Promise.resolve();
-      const send = (executionId: string, removed: boolean) => {
+      const send = (executionId: string, removed: boolean, key?: Partial<AssignmentKey>) => {
         sending = sending.then(async () => {
           if (removed) {
             call.write({ event: { $case: 'cancelled', value: { executionId } } });
             return;
           }
-          const assignment = await buildAssignment(store, deps.keyring, executionId);
+          const assignment = await buildAssignment(store, deps.keyring, executionId, key?.taskId);
           if (assignment) call.write({ event: { $case: 'assignment', value: assignment } });
         });
         sending.catch((err: unknown) =>
           logger.warn({ err, workerId }, 'could not send an assignment'),
         );
       };
-      return store.range<unknown>(prefix).then(async (current) => {
-        for (const item of current.items) send(item.key.slice(prefix.length), false);
+      return store.range<Partial<AssignmentKey>>(prefix).then(async (current) => {
+        for (const item of current.items) send(item.key.slice(prefix.length), false, item.value);
         const watcher = await store.watch(prefix, current.revision + 1);
-        watcher.on('put', (kv) => send(store.relative(kv.key).slice(prefix.length), false));
+        watcher.on('put', (kv) =>
+          send(
+            store.relative(kv.key).slice(prefix.length),
+            false,
+            JSON.parse(kv.value.toString()) as Partial<AssignmentKey>,
+          ),
+        );
         watcher.on('delete', (kv) => send(store.relative(kv.key).slice(prefix.length), true));
         try {
           await holdStream(watcher);
