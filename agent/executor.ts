@@ -13,6 +13,7 @@ import {
   Outcome,
   ReportResultRequest,
   type Assignment,
+  type ContainerSpec,
 } from '../gen/citadel/v1/worker_service.js';
 import { fullJitterDelayMs } from './backoff.js';
 import { DEFAULT_LIMITS, type RunResult, type RunSpec } from './run-spec.js';
@@ -39,6 +40,15 @@ const FINAL = new Set<number>([
 
 /** The abort reason of executions stopped because the agent stops. */
 const AGENT_STOPPING = 'agent stopping';
+
+/** The container spec's own limits, leaving out each it leaves at 0 (the default). */
+function definedLimits(c: ContainerSpec): Partial<RunSpec> {
+  const out: Partial<RunSpec> = {};
+  if (c.memoryBytes > 0) out.memoryBytes = c.memoryBytes;
+  if (c.nanoCpus > 0) out.nanoCpus = c.nanoCpus;
+  if (c.pidsLimit > 0) out.pidsLimit = c.pidsLimit;
+  return out;
+}
 
 export class Executor {
   /** Executions this agent runs now, with the way to abort each and their end. */
@@ -125,6 +135,7 @@ export class Executor {
             env: a.container.env,
             timeoutMs: timeoutMs > 0 ? timeoutMs : 3_600_000,
             ...DEFAULT_LIMITS,
+            ...definedLimits(a.container),
           },
           { signal: controller.signal },
         );

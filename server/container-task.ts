@@ -1,7 +1,7 @@
 /**
  * The built-in task type `container` (docs/dispatch.md): its payload names a local image, the
- * argv to run (never through a shell) and environment variables. Checked on CreateTask and
- * UpdateTask; turned into the ContainerSpec an assignment carries.
+ * argv to run (never through a shell), environment variables and optional resource limits.
+ * Checked on CreateTask and UpdateTask; turned into the ContainerSpec an assignment carries.
  */
 import { InvalidArgumentError } from '../common/errors.js';
 import type { ContainerSpec } from '../gen/citadel/v1/worker_service.js';
@@ -13,6 +13,8 @@ export const DEFAULT_TASK_IMAGE = 'citadel/task-executor:latest';
 const IMAGE_PATTERN =
   /^(?:[a-z0-9.-]+(?::\d+)?\/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Bounds of `resources` (Docker refuses memory under 6 MiB). */
+const RESOURCE_BOUNDS = { memoryMb: [6, 65_536], cpus: [0.01, 64], pids: [1, 4096] } as const;
 
 /**
  * The container spec of a `container` task's payload.
@@ -26,10 +28,10 @@ export function containerSpec(
     throw new InvalidArgumentError(field, 'is required for type "container": {"argv": [...]}');
   }
   for (const key of Object.keys(payload)) {
-    if (!['image', 'argv', 'env'].includes(key)) {
+    if (!['image', 'argv', 'env', 'resources'].includes(key)) {
       throw new InvalidArgumentError(
         `${field}.${key}`,
-        'is not a field of a container task (image, argv, env)',
+        'is not a field of a container task (image, argv, env, resources)',
       );
     }
   }
@@ -73,5 +75,35 @@ export function containerSpec(
     image,
     argv: argv as string[],
     env: Object.fromEntries(entries) as Record<string, string>,
+    ...resources(payload.resources, `${field}.resources`),
   };
+}
+
+/** The limits of a payload's `resources: {memoryMb?, cpus?, pids?}`; 0 for each left out. */
+function resources(
+  value: unknown,
+  field: string,
+): Pick<ContainerSpec, 'memoryBytes' | 'nanoCpus' | 'pidsLimit'> {
+  const out = { memoryBytes: 0, nanoCpus: 0, pidsLimit: 0 };
+  if (value === undefined) return out;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidArgumentError(field, 'must be an object: {"memoryMb", "cpus", "pids"}');
+  }
+  for (const [key, v] of Object.entries(value as Record<string, unknown>)) {
+    if (!(key in RESOURCE_BOUNDS)) {
+      throw new InvalidArgumentError(`${field}.${key}`, 'is not a resource (memoryMb, cpus, pids)');
+    }
+    const [min, max] = RESOURCE_BOUNDS[key as keyof typeof RESOURCE_BOUNDS];
+    const whole = key !== 'cpus';
+    if (typeof v !== 'number' || !(v >= min && v <= max) || (whole && !Number.isInteger(v))) {
+      throw new InvalidArgumentError(
+        `${field}.${key}`,
+        `must be ${whole ? 'an integer' : 'a number'} from ${min} to ${max}`,
+      );
+    }
+    if (key === 'memoryMb') out.memoryBytes = v * 1024 * 1024;
+    else if (key === 'cpus') out.nanoCpus = Math.round(v * 1e9);
+    else out.pidsLimit = v;
+  }
+  return out;
 }

@@ -160,6 +160,28 @@ describe('dispatch', () => {
     );
   });
 
+  test("a task's own resource limits reach its container", async () => {
+    // cgroup v1 or v2, whichever the host has.
+    const script = [
+      'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max',
+      'cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max',
+    ].join('; ');
+    const taskId = await createContainerTask({
+      argv: ['sh', '-c', script],
+      resources: { memoryMb: 96, pids: 12 },
+    });
+    const done = await eventually(
+      async () => {
+        const [e] = await executionsOf(taskId);
+        assert.ok(e && TERMINAL.has(e.state), `state ${e?.state}`);
+        return e;
+      },
+      { timeoutMs: 30_000, message: 'the execution ends' },
+    );
+    assert.equal(done.state, ExecutionState.EXECUTION_STATE_SUCCEEDED, done.result?.message);
+    assert.equal(Buffer.from(done.result!.stdout).toString(), `${96 * 1024 * 1024}\n12\n`);
+  });
+
   test('a timeout ends timed_out with the container gone', async () => {
     const taskId = await createContainerTask(
       { argv: ['sleep', '30'] },

@@ -240,6 +240,12 @@ export interface ContainerSpec {
   argv: string[];
   /** Environment variables. */
   env: { [key: string]: string };
+  /** Memory limit in bytes, swap included (so no swap); 0 means the agent's default (256 MiB). */
+  memoryBytes: number;
+  /** CPU quota in billionths of a CPU; 0 means the agent's default (one CPU). */
+  nanoCpus: number;
+  /** Most processes and threads at once; 0 means the agent's default (64). */
+  pidsLimit: number;
 }
 
 export interface ContainerSpec_EnvEntry {
@@ -1209,7 +1215,7 @@ export const Assignment: MessageFns<Assignment> = {
 };
 
 function createBaseContainerSpec(): ContainerSpec {
-  return { image: "", argv: [], env: {} };
+  return { image: "", argv: [], env: {}, memoryBytes: 0, nanoCpus: 0, pidsLimit: 0 };
 }
 
 export const ContainerSpec: MessageFns<ContainerSpec> = {
@@ -1223,6 +1229,15 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
     globalThis.Object.entries(message.env).forEach(([key, value]: [string, string]) => {
       ContainerSpec_EnvEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
     });
+    if (message.memoryBytes !== 0) {
+      writer.uint32(32).uint64(message.memoryBytes);
+    }
+    if (message.nanoCpus !== 0) {
+      writer.uint32(40).uint64(message.nanoCpus);
+    }
+    if (message.pidsLimit !== 0) {
+      writer.uint32(48).uint32(message.pidsLimit);
+    }
     return writer;
   },
 
@@ -1266,6 +1281,30 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
             }
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.memoryBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.nanoCpus = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.pidsLimit = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1296,6 +1335,21 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
           {},
         )
         : {},
+      memoryBytes: isSet(object.memoryBytes)
+        ? globalThis.Number(object.memoryBytes)
+        : isSet(object.memory_bytes)
+        ? globalThis.Number(object.memory_bytes)
+        : 0,
+      nanoCpus: isSet(object.nanoCpus)
+        ? globalThis.Number(object.nanoCpus)
+        : isSet(object.nano_cpus)
+        ? globalThis.Number(object.nano_cpus)
+        : 0,
+      pidsLimit: isSet(object.pidsLimit)
+        ? globalThis.Number(object.pidsLimit)
+        : isSet(object.pids_limit)
+        ? globalThis.Number(object.pids_limit)
+        : 0,
     };
   },
 
@@ -1316,6 +1370,15 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
         });
       }
     }
+    if (message.memoryBytes !== 0) {
+      obj.memoryBytes = Math.round(message.memoryBytes);
+    }
+    if (message.nanoCpus !== 0) {
+      obj.nanoCpus = Math.round(message.nanoCpus);
+    }
+    if (message.pidsLimit !== 0) {
+      obj.pidsLimit = Math.round(message.pidsLimit);
+    }
     return obj;
   },
 
@@ -1335,6 +1398,9 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
       },
       {},
     );
+    message.memoryBytes = object.memoryBytes ?? 0;
+    message.nanoCpus = object.nanoCpus ?? 0;
+    message.pidsLimit = object.pidsLimit ?? 0;
     return message;
   },
 };
