@@ -5,6 +5,7 @@
  * CITADEL_AGENT_BIN names it (scripts/test.sh builds it first), else from source.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -68,13 +69,23 @@ export interface JoinedWorker {
   identity: WorkerIdentity;
 }
 
+/** Data folders joinWorker made (they hold private keys): removed when the test file exits. */
+const joinedDirs: string[] = [];
+process.once('exit', () => {
+  for (const dir of joinedDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 /** Joins in-process with the agent's join code into a fresh data folder. */
 export async function joinWorker(
   ts: TestServer,
   token: IssuedToken,
   opts: { keyType?: 'p256' | 'ed25519'; caHash?: string; dataDir?: string } = {},
 ): Promise<JoinedWorker> {
-  const dataDir = opts.dataDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'citadel-agent-')));
+  let dataDir = opts.dataDir;
+  if (dataDir === undefined) {
+    dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'citadel-agent-'));
+    joinedDirs.push(dataDir);
+  }
   const result = await joinCluster(
     compileJoinOptions({
       server: `localhost:${ts.server.port}`,
