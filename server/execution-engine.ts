@@ -140,7 +140,9 @@ export class ExecutionEngine {
   }
 
   /**
-   * Moves an assigned execution to running (the worker's acknowledgement).
+   * Moves an assigned execution to running (the worker's acknowledgement). Idempotent for the
+   * worker: one already running on `workerId` with this token is returned unchanged, so an
+   * agent whose answer was lost with a replica can repeat the call on another.
    * @throws FailedPreconditionError on a stale fencing token or a wrong state.
    */
   async startExecution(
@@ -152,6 +154,7 @@ export class ExecutionEngine {
       const exec = await this.getExecution(id);
       checkToken(exec.value, fencingToken);
       if (workerId !== undefined) checkWorker(exec.value, workerId);
+      if (exec.value.state === 'running' && workerId !== undefined) return exec;
       if (exec.value.state !== 'assigned') {
         throw new FailedPreconditionError(`execution is ${exec.value.state}, not assigned`);
       }

@@ -229,6 +229,33 @@ describe('dispatch', () => {
     }
   });
 
+  test('StartExecution repeated by the worker running it succeeds (an answer lost with a replica)', async () => {
+    const taskId = await createContainerTask({ argv: ['sleep', '2'] });
+    const running = await eventually(
+      async () => {
+        const [e] = await executionsOf(taskId);
+        assert.equal(e?.state, ExecutionState.EXECUTION_STATE_RUNNING);
+        return e;
+      },
+      { timeoutMs: 20_000, message: 'it runs' },
+    );
+    const c = workerClient(ts.server.workerPort, await loadIdentity(dataPaths(dataDir)));
+    const start = (fencingToken: number) =>
+      new Promise<ServiceError | null>((resolve) =>
+        c.client.startExecution({ executionId: running.id, fencingToken }, (error) =>
+          resolve(error),
+        ),
+      );
+    try {
+      assert.equal(await start(running.fencingToken), null);
+      assert.equal((await start(running.fencingToken - 1))?.code, status.FAILED_PRECONDITION);
+      const [again] = await executionsOf(taskId);
+      assert.equal(again!.startTime!.getTime(), running.startTime!.getTime());
+    } finally {
+      c.close();
+    }
+  });
+
   test('SIGKILL of the agent mid-run: the execution is lost, retried on another agent, and the orphan removed at restart', async () => {
     const secondDir = await joinAgent();
     const second = spawnAgent(['run', '--data-dir', secondDir, '--slots', '12']);
