@@ -1,6 +1,7 @@
 // Dispatch end to end on a real etcd, a real server and a real agent process running real
-// containers: a task's output comes back; a failing exit code is retried per policy; a timeout
-// ends timed_out; a stale token is refused; an agent killed mid-run loses its execution to a
+// containers: a task's output comes back; a failing exit code is retried per policy; a task's
+// resource limits reach its container; an OOM kill and truncated output are reported as such;
+// a timeout ends timed_out; a stale token is refused; StartExecution can be repeated; an agent killed mid-run loses its execution to a
 // retry elsewhere and removes its orphan when it restarts; an agent stopped mid-run withdraws
 // its slots and reports its execution lost; a user's max_concurrent_executions holds.
 // docs/dispatch.md.
@@ -180,6 +181,44 @@ describe('dispatch', () => {
     );
     assert.equal(done.state, ExecutionState.EXECUTION_STATE_SUCCEEDED, done.result?.message);
     assert.equal(Buffer.from(done.result!.stdout).toString(), `${96 * 1024 * 1024}\n12\n`);
+  });
+
+  test('an OOM kill is reported as such, through the whole path', async () => {
+    // The shell holds 80 MB of command substitution in memory, against the task's 16 MiB.
+    const taskId = await createContainerTask({
+      argv: ['sh', '-c', 'x=$(head -c 80000000 /dev/zero | tr "\\0" a); echo ${#x}'],
+      resources: { memoryMb: 16 },
+    });
+    const done = await eventually(
+      async () => {
+        const [e] = await executionsOf(taskId);
+        assert.ok(e && TERMINAL.has(e.state), `state ${e?.state}`);
+        return e;
+      },
+      { timeoutMs: 30_000, message: 'the execution ends' },
+    );
+    assert.equal(done.state, ExecutionState.EXECUTION_STATE_FAILED);
+    assert.equal(done.result?.oomKilled, true, done.result?.message);
+    assert.match(done.result.message, /out of memory/);
+  });
+
+  test('output past the cap is truncated and flagged, through the whole path', async () => {
+    const taskId = await createContainerTask({
+      argv: ['sh', '-c', 'head -c 100000 /dev/zero | tr "\\0" a; echo short >&2'],
+    });
+    const done = await eventually(
+      async () => {
+        const [e] = await executionsOf(taskId);
+        assert.ok(e && TERMINAL.has(e.state), `state ${e?.state}`);
+        return e;
+      },
+      { timeoutMs: 30_000, message: 'the execution ends' },
+    );
+    assert.equal(done.state, ExecutionState.EXECUTION_STATE_SUCCEEDED, done.result?.message);
+    assert.equal(done.result?.stdout.length, 64 * 1024);
+    assert.equal(done.result.stdoutTruncated, true);
+    assert.equal(Buffer.from(done.result.stderr).toString(), 'short\n');
+    assert.equal(done.result.stderrTruncated, false);
   });
 
   test('a timeout ends timed_out with the container gone', async () => {
