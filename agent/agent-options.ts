@@ -8,6 +8,7 @@ import { InvalidArgumentError } from '../common/errors.js';
 import { type KeyType, parseKeyType } from './keys.js';
 import { parseCaHash } from './pinned-ca.js';
 import { type ServerAddress, parseServerAddress, parseServerList } from './server-address.js';
+import { DEFAULT_MAXIMA, type TaskMaxima } from './run-spec.js';
 import { DEFAULT_DATA_DIR } from './state.js';
 
 /** Input of {@link compileJoinOptions}: flag values as given. */
@@ -52,6 +53,12 @@ export interface RunOptionsInput {
   logLevel?: string;
   /** Executions the agent offers to run at once. @default os.availableParallelism() */
   slots?: string | number;
+  /** The most memory a task may ask for, MiB. @default 4096 */
+  maxTaskMemoryMb?: string | number;
+  /** The most CPUs a task may ask for. @default os.availableParallelism() */
+  maxTaskCpus?: string | number;
+  /** The most processes a task may ask for. @default 1024 */
+  maxTaskPids?: string | number;
 }
 
 /** Compiled options of `citadel-agent run`. */
@@ -61,6 +68,8 @@ export interface RunOptions {
   readonly servers: readonly ServerAddress[] | undefined;
   readonly logLevel: string;
   readonly slots: number;
+  /** The most a task may ask for, in the container runner's units. */
+  readonly taskMaxima: TaskMaxima;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -115,12 +124,44 @@ export function compileRunOptions(input: RunOptionsInput, env: NodeJS.ProcessEnv
   if (!Number.isInteger(slots) || slots < 0 || slots > 10_000) {
     throw new InvalidArgumentError('--slots', 'must be a whole number from 0 to 10000');
   }
+  const memoryMb = numberFlag(input.maxTaskMemoryMb, '--max-task-memory-mb', 6, 65_536, true);
+  const cpus = numberFlag(input.maxTaskCpus, '--max-task-cpus', 0.01, 1024, false);
+  const pids = numberFlag(input.maxTaskPids, '--max-task-pids', 1, 4_194_304, true);
   return {
     dataDir: resolveDataDir(input.dataDir, env),
     servers: input.servers === undefined ? undefined : parseServerList(input.servers, '--server'),
     logLevel,
     slots,
+    taskMaxima: {
+      memoryBytes: memoryMb === undefined ? DEFAULT_MAXIMA.memoryBytes : memoryMb * 1024 * 1024,
+      nanoCpus: cpus === undefined ? defaultTaskMaxima().nanoCpus : Math.round(cpus * 1e9),
+      pidsLimit: pids ?? DEFAULT_MAXIMA.pidsLimit,
+    },
   };
+}
+
+/** What a task may ask for when no flag says: DEFAULT_MAXIMA, with this host's CPU count. */
+export function defaultTaskMaxima(): TaskMaxima {
+  return { ...DEFAULT_MAXIMA, nanoCpus: availableParallelism() * 1e9 };
+}
+
+/** A numeric flag within [min, max], whole if `whole`; undefined when not given. */
+function numberFlag(
+  value: string | number | undefined,
+  flag: string,
+  min: number,
+  max: number,
+  whole: boolean,
+): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!(n >= min && n <= max) || (whole && !Number.isInteger(n)) || String(value).trim() === '') {
+    throw new InvalidArgumentError(
+      flag,
+      `must be ${whole ? 'a whole number' : 'a number'} from ${min} to ${max}`,
+    );
+  }
+  return n;
 }
 
 function required(value: string | undefined, flag: string): string {

@@ -12,6 +12,8 @@ import type { WorkerIdentity } from './identity.js';
 import { renewalDelayMs, renewalRetryDelayMs, renewCertificate } from './renewal.js';
 import { type ServerAddress, formatServerAddress } from './server-address.js';
 import { Executor, type Runner } from './executor.js';
+import type { TaskMaxima } from './run-spec.js';
+import { defaultTaskMaxima } from './agent-options.js';
 import { WorkerSession } from './session.js';
 import type { DataPaths } from './state.js';
 import { StatusRecorder } from './status-recorder.js';
@@ -51,6 +53,8 @@ export interface AgentConfig {
   readonly onStateChange?: (state: AgentState) => void;
   /** Runs assigned executions; without one the agent offers no slots. */
   readonly runner?: Runner;
+  /** The most a task may ask for. @default defaultTaskMaxima() */
+  readonly taskMaxima?: TaskMaxima;
 }
 
 /** How long a stopping agent spends withdrawing its slots and reporting what it ran. */
@@ -94,6 +98,7 @@ export class Agent {
         config.runner,
         () => (this.#state.kind === 'connected' ? this.#session?.connection : undefined),
         logger,
+        config.taskMaxima ?? defaultTaskMaxima(),
       );
   }
 

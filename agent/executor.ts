@@ -16,7 +16,13 @@ import {
   type ContainerSpec,
 } from '../gen/citadel/v1/worker_service.js';
 import { fullJitterDelayMs } from './backoff.js';
-import { DEFAULT_LIMITS, type RunResult, type RunSpec } from './run-spec.js';
+import {
+  beyondMaxima,
+  DEFAULT_LIMITS,
+  type RunResult,
+  type RunSpec,
+  type TaskMaxima,
+} from './run-spec.js';
 import type { WorkerConnection } from './worker-client.js';
 
 /** What the executor needs of a container runtime (agent/container-runner.ts). */
@@ -42,8 +48,8 @@ const FINAL = new Set<number>([
 const AGENT_STOPPING = 'agent stopping';
 
 /** The container spec's own limits, leaving out each it leaves at 0 (the default). */
-function definedLimits(c: ContainerSpec): Partial<RunSpec> {
-  const out: Partial<RunSpec> = {};
+function definedLimits(c: ContainerSpec): Partial<TaskMaxima> {
+  const out: Partial<TaskMaxima> = {};
   if (c.memoryBytes > 0) out.memoryBytes = c.memoryBytes;
   if (c.nanoCpus > 0) out.nanoCpus = c.nanoCpus;
   if (c.pidsLimit > 0) out.pidsLimit = c.pidsLimit;
@@ -61,6 +67,8 @@ export class Executor {
     /** The connection to use now, if the agent has one. */
     private readonly connection: () => WorkerConnection | undefined,
     private readonly logger: Logger,
+    /** The most a task may ask for here; a task asking for more fails without running. */
+    private readonly maxima: TaskMaxima,
   ) {}
 
   /** Ids of the executions running now, for heartbeats. */
@@ -121,9 +129,13 @@ export class Executor {
       executionId: id,
       fencingToken: a.fencingToken,
     });
+    const tooMuch = a.container && beyondMaxima(definedLimits(a.container), this.maxima);
     if (!a.container) {
       report.outcome = Outcome.OUTCOME_FAILED;
       report.message = `no runner for task type ${JSON.stringify(a.taskType)} on this worker`;
+    } else if (tooMuch) {
+      report.outcome = Outcome.OUTCOME_FAILED;
+      report.message = tooMuch;
     } else {
       const timeoutMs = Number(a.timeout?.seconds ?? 0) * 1000 + (a.timeout?.nanos ?? 0) / 1e6;
       try {

@@ -49,11 +49,22 @@ interface RunFlags {
   server?: string;
   logLevel?: string;
   slots?: string;
+  maxTaskMemoryMb?: string;
+  maxTaskCpus?: string;
+  maxTaskPids?: string;
 }
 
 async function runCommand(flags: RunFlags): Promise<void> {
   const options = compileRunOptions(
-    { dataDir: flags.dataDir, servers: flags.server, logLevel: flags.logLevel, slots: flags.slots },
+    {
+      dataDir: flags.dataDir,
+      servers: flags.server,
+      logLevel: flags.logLevel,
+      slots: flags.slots,
+      maxTaskMemoryMb: flags.maxTaskMemoryMb,
+      maxTaskCpus: flags.maxTaskCpus,
+      maxTaskPids: flags.maxTaskPids,
+    },
     process.env,
   );
   const paths = dataPaths(options.dataDir);
@@ -74,6 +85,7 @@ async function runCommand(flags: RunFlags): Promise<void> {
       heartbeatIntervalMs: state.heartbeatIntervalMs,
       leaseTtlMs: state.leaseTtlMs,
       slots: options.slots,
+      taskMaxima: options.taskMaxima,
       runner,
     },
     identity,
@@ -148,6 +160,9 @@ function buildProgram(): Command {
     .option('--server <host:port,...>', 'worker endpoints to use instead of the one learnt at join')
     .option('--log-level <level>', 'trace, debug, info, warn, error', 'info')
     .option('--slots <n>', 'executions to run at once (default: CPU count)')
+    .option('--max-task-memory-mb <n>', 'most memory a task may ask for, MiB (default: 4096)')
+    .option('--max-task-cpus <n>', 'most CPUs a task may ask for (default: CPU count)')
+    .option('--max-task-pids <n>', 'most processes a task may ask for (default: 1024)')
     .action(runCommand);
 
   program

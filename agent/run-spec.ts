@@ -26,6 +26,35 @@ export const DEFAULT_LIMITS = Object.freeze({
   outputCapBytes: 64 * 1024,
 });
 
+/** What a task may ask for on this worker unless `citadel-agent run` says otherwise. */
+export const DEFAULT_MAXIMA = Object.freeze({
+  memoryBytes: 4096 * 1024 * 1024,
+  /** Not a fixed figure: agent-options' defaultTaskMaxima puts the host's CPU count here. */
+  nanoCpus: 0,
+  pidsLimit: 1024,
+});
+
+/** The most a task may ask for on this worker, in RunSpec's units. */
+export type TaskMaxima = Pick<RunSpec, 'memoryBytes' | 'nanoCpus' | 'pidsLimit'>;
+
+/**
+ * Why a task's own limits exceed this worker's maxima (the first one over, for people, naming
+ * the agent flag that sets it), or undefined if they fit. Only limits the task set are checked.
+ */
+export function beyondMaxima(asked: Partial<TaskMaxima>, maxima: TaskMaxima): string | undefined {
+  const MiB = 1024 * 1024;
+  if (asked.memoryBytes !== undefined && asked.memoryBytes > maxima.memoryBytes) {
+    return `the task asks for ${asked.memoryBytes / MiB} MiB of memory; this worker allows at most ${maxima.memoryBytes / MiB} (--max-task-memory-mb)`;
+  }
+  if (asked.nanoCpus !== undefined && asked.nanoCpus > maxima.nanoCpus) {
+    return `the task asks for ${asked.nanoCpus / 1e9} CPUs; this worker allows at most ${maxima.nanoCpus / 1e9} (--max-task-cpus)`;
+  }
+  if (asked.pidsLimit !== undefined && asked.pidsLimit > maxima.pidsLimit) {
+    return `the task asks for ${asked.pidsLimit} processes; this worker allows at most ${maxima.pidsLimit} (--max-task-pids)`;
+  }
+  return undefined;
+}
+
 /** Labels on every container of a run; reconcile finds a worker's containers by them. */
 export const LABELS = Object.freeze({
   managed: 'org.citadel.managed',

@@ -1,9 +1,10 @@
 // Dispatch end to end on a real etcd, a real server and a real agent process running real
 // containers: a task's output comes back; a failing exit code is retried per policy; a task's
-// resource limits reach its container; an OOM kill and truncated output are reported as such;
-// a timeout ends timed_out; a stale token is refused; StartExecution can be repeated; an agent killed mid-run loses its execution to a
-// retry elsewhere and removes its orphan when it restarts; an agent stopped mid-run withdraws
-// its slots and reports its execution lost; a user's max_concurrent_executions holds.
+// resource limits reach its container, unless they exceed the worker's; an OOM kill and
+// truncated output are reported as such; a timeout ends timed_out; a stale token is refused;
+// StartExecution can be repeated; an agent killed mid-run loses its execution to a retry
+// elsewhere and removes its orphan when it restarts; an agent stopped mid-run withdraws its
+// slots and reports its execution lost; a user's max_concurrent_executions holds.
 // docs/dispatch.md.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -181,6 +182,27 @@ describe('dispatch', () => {
     );
     assert.equal(done.state, ExecutionState.EXECUTION_STATE_SUCCEEDED, done.result?.message);
     assert.equal(Buffer.from(done.result!.stdout).toString(), `${96 * 1024 * 1024}\n12\n`);
+  });
+
+  test("a task asking for more than the worker allows fails without running, naming the agent's flag", async () => {
+    const taskId = await createContainerTask({
+      argv: ['true'],
+      resources: { memoryMb: 8192 },
+    });
+    const done = await eventually(
+      async () => {
+        const [e] = await executionsOf(taskId);
+        assert.ok(e && TERMINAL.has(e.state), `state ${e?.state}`);
+        return e;
+      },
+      { timeoutMs: 30_000, message: 'the execution ends' },
+    );
+    assert.equal(done.state, ExecutionState.EXECUTION_STATE_FAILED);
+    assert.equal(
+      done.result?.message,
+      'the task asks for 8192 MiB of memory; this worker allows at most 4096 (--max-task-memory-mb)',
+    );
+    assert.equal(await containersOf(done.id), '');
   });
 
   test('an OOM kill is reported as such, through the whole path', async () => {

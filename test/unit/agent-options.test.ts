@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { availableParallelism } from 'node:os';
 import {
   compileJoinOptions,
   compileRunOptions,
+  defaultTaskMaxima,
   resolveDataDir,
 } from '../../agent/agent-options.js';
+import { beyondMaxima } from '../../agent/run-spec.js';
 import {
   formatServerAddress,
   parseServerAddress,
@@ -105,5 +108,49 @@ void describe('data folder and run options', () => {
     assert.equal(compileRunOptions({}).servers, undefined);
     assert.throws(() => compileRunOptions({ logLevel: 'loud' }), InvalidArgumentError);
     assert.throws(() => compileRunOptions({ slots: '-1' }), InvalidArgumentError);
+  });
+
+  void it('compiles the most a task may ask for, with defaults and bounds', () => {
+    const o = compileRunOptions({ maxTaskMemoryMb: '512', maxTaskCpus: '1.5', maxTaskPids: 100 });
+    assert.deepEqual(o.taskMaxima, {
+      memoryBytes: 512 * 1024 * 1024,
+      nanoCpus: 1_500_000_000,
+      pidsLimit: 100,
+    });
+    assert.deepEqual(compileRunOptions({}).taskMaxima, defaultTaskMaxima());
+    assert.equal(defaultTaskMaxima().memoryBytes, 4096 * 1024 * 1024);
+    assert.equal(defaultTaskMaxima().nanoCpus, availableParallelism() * 1e9);
+    for (const bad of [
+      { maxTaskMemoryMb: '5' },
+      { maxTaskMemoryMb: '1.5' },
+      { maxTaskMemoryMb: '' },
+      { maxTaskCpus: '0' },
+      { maxTaskCpus: 'many' },
+      { maxTaskPids: '0' },
+    ]) {
+      assert.throws(
+        () => compileRunOptions(bad),
+        (err: unknown) => err instanceof InvalidArgumentError && /--max-task-/.test(err.message),
+        JSON.stringify(bad),
+      );
+    }
+  });
+
+  void it("says which of a task's limits is over the maxima, naming the flag", () => {
+    const maxima = { memoryBytes: 64 * 1024 * 1024, nanoCpus: 2e9, pidsLimit: 100 };
+    assert.equal(beyondMaxima({}, maxima), undefined);
+    assert.equal(
+      beyondMaxima({ memoryBytes: 64 * 1024 * 1024, pidsLimit: 100 }, maxima),
+      undefined,
+    );
+    assert.match(
+      beyondMaxima({ memoryBytes: 65 * 1024 * 1024 }, maxima) ?? '',
+      /asks for 65 MiB of memory; this worker allows at most 64 \(--max-task-memory-mb\)/,
+    );
+    assert.match(
+      beyondMaxima({ nanoCpus: 3e9 }, maxima) ?? '',
+      /3 CPUs.*at most 2 \(--max-task-cpus\)/,
+    );
+    assert.match(beyondMaxima({ pidsLimit: 101 }, maxima) ?? '', /101 processes.*--max-task-pids/);
   });
 });
