@@ -79,6 +79,7 @@ export class Executor {
   /** Handles an assignment event (the same one may arrive again after a reconnect). */
   onAssignment(a: Assignment): void {
     if (this.#draining || this.#stopped || this.#running.has(a.executionId)) return;
+    this.logger.debug({ executionId: a.executionId, attempt: a.attempt }, 'assignment received');
     if (a.state === AssignmentState.ASSIGNMENT_STATE_RUNNING) {
       // Acknowledged by this worker before a restart, and not running now: lost.
       void this.#report(

@@ -1,9 +1,10 @@
 /**
  * Execution figures for `npm run bench` (docs/performance.md): with real agent processes
  * running real containers on the local Docker engine,
- * - latency, one task at a time: create to the agent acknowledging its assignment (the
- *   execution's start time, when the server took the agent's StartExecution) and create to the
- *   container started (Docker's own `start` event), beside `docker run` to its `start` event;
+ * - latency, one task at a time: create to the agent holding its assignment (the agent's own
+ *   debug log line, stamped on arrival), to the server taking the agent's StartExecution (the
+ *   execution's start time) and to the container started (Docker's own `start` event), beside
+ *   `docker run` to its `start` event;
  * - throughput: completed executions per second of a trivial container task with 1 agent and
  *   with 3, beside `docker run` of the same image at the same concurrency (the agents' total
  *   slots), measured in the same run.
@@ -175,7 +176,11 @@ export async function dispatchFigures(opts: DispatchBenchOptions): Promise<void>
       ]),
       { cwd: REPO_ROOT },
     );
-    const agent = spawnAgent(['run', '--data-dir', dir, '--slots', String(SLOTS)]);
+    const agent = spawnAgent([
+      ...['run', '--data-dir', dir, '--slots', String(SLOTS)],
+      // For 'assignment received', stamped by the agent as the assignment arrives.
+      ...['--log-level', 'debug'],
+    ]);
     agents.push(agent);
     await agent.waitForLog((l) => l.msg === 'heartbeat accepted');
   };
@@ -220,11 +225,16 @@ export async function dispatchFigures(opts: DispatchBenchOptions): Promise<void>
     await dockerBaseline(2, 2); // warm the engine
     await startAgent(1);
 
+    const toHold: number[] = [];
     const toAck: number[] = [];
     const toStart: number[] = [];
     for (let i = 0; i < LATENCY_SAMPLES; i++) {
       const { taskId, sentAt } = await createTask();
       const [e] = await ended(new Set([taskId]), taskId);
+      const received = agents[0]!.logs.find(
+        (l) => l.msg === 'assignment received' && l.executionId === e!.id,
+      );
+      if (received) toHold.push(Date.parse(String(received.time)) - sentAt);
       toAck.push(e!.startTime!.getTime() - sentAt);
       const started = events.starts.get(e!.id);
       if (started !== undefined) toStart.push(started - sentAt);
@@ -238,7 +248,8 @@ export async function dispatchFigures(opts: DispatchBenchOptions): Promise<void>
       const ms = await dockerRunToStart(i);
       if (ms !== undefined) baselineStart.push(ms);
     }
-    line('create to agent holding the assignment', toAck);
+    line('create to agent holding the assignment', toHold);
+    line('create to StartExecution taken', toAck);
     line('create to container started', toStart);
     line('docker run to container started (baseline)', baselineStart);
     console.log(

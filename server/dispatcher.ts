@@ -174,19 +174,21 @@ export class Dispatcher implements LeaderComponent {
     }
     if (due.length === 0) return;
 
-    const records = await this.store.getManyJson<ExecutionRecord>(
-      due.map((d) => keys.execution(d)),
-    );
+    // With the fencing counter, so the first attempt of each batch needs no read of its own.
+    const records = await this.store.getManyJson<unknown>([
+      keys.fencingCounter,
+      ...due.map((d) => keys.execution(d)),
+    ]);
     let batch: { id: string; workerId: string }[] = [];
     const flush = async () => {
       if (batch.length === 0) return;
-      const assigned = await this.executions.assignBatch(batch, fence);
+      const assigned = await this.executions.assignBatch(batch, fence, records);
       for (const a of assigned) this.inflight.set(a.id, { workerId: a.workerId, owner: a.owner });
       this.metrics?.dispatched.inc(assigned.length);
       batch = [];
     };
     for (const executionId of due) {
-      const exec = records.get(keys.execution(executionId))?.value;
+      const exec = records.get(keys.execution(executionId))?.value as ExecutionRecord | undefined;
       if (exec?.state !== 'pending') continue;
       const limit = this.users.get(exec.owner)?.maxConcurrentExecutions ?? 0;
       const running = perOwner.get(exec.owner) ?? 0;

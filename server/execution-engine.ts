@@ -79,18 +79,28 @@ export class ExecutionEngine {
    * record becomes assigned with its token, its queue key goes, its `inflight/` and
    * `assignments/` keys are written and the assignment is audited. Executions no longer pending
    * are left out; a conflict re-reads and retries.
+   * @param known the fencing counter and these executions as the caller already read them (a
+   *   key it read but found missing is absent), to spare the first attempt a read: the
+   *   compares guard them like a fresh read. Kept current with what the batch writes, so the
+   *   caller can pass it again for its next batch.
    * @returns the executions assigned.
    * @throws NotLeaderError when `fence` is broken.
    */
   async assignBatch(
     wanted: readonly { id: string; workerId: string }[],
     fence?: Fence,
+    known?: Map<string, Versioned<unknown>>,
   ): Promise<ExecutionRecord[]> {
+    let attempt = 0;
     return retryOnConflict(async () => {
-      const read = await this.store.getManyJson<ExecutionRecord>([
-        keys.fencingCounter,
-        ...wanted.map((w) => keys.execution(w.id)),
-      ]);
+      const read = (
+        attempt++ === 0 && known
+          ? known
+          : await this.store.getManyJson<ExecutionRecord>([
+              keys.fencingCounter,
+              ...wanted.map((w) => keys.execution(w.id)),
+            ])
+      ) as Map<string, Versioned<ExecutionRecord>>;
       const counter = read.get(keys.fencingCounter) as Versioned<unknown> | undefined;
       let token = typeof counter?.value === 'number' ? counter.value : 0;
       const now = this.now();
@@ -134,7 +144,21 @@ export class ExecutionEngine {
       }
       if (assigned.length === 0) return [];
       tx.putJson(keys.fencingCounter, token);
-      await this.store.commit(tx, fence);
+      const revision = await this.store.commit(tx, fence);
+      if (known) {
+        const counterKey = keys.fencingCounter;
+        const created = counter?.createRevision ?? revision;
+        known.set(counterKey, {
+          key: counterKey,
+          value: token,
+          modRevision: revision,
+          createRevision: created,
+        });
+        for (const a of assigned) {
+          const key = keys.execution(a.id);
+          known.set(key, { ...known.get(key)!, value: a, modRevision: revision });
+        }
+      }
       return assigned;
     });
   }
