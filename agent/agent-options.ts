@@ -125,7 +125,14 @@ export function compileRunOptions(input: RunOptionsInput, env: NodeJS.ProcessEnv
     throw new InvalidArgumentError('--slots', 'must be a whole number from 0 to 10000');
   }
   const memoryMb = numberFlag(input.maxTaskMemoryMb, '--max-task-memory-mb', 6, 65_536, true);
-  const cpus = numberFlag(input.maxTaskCpus, '--max-task-cpus', 0.01, 1024, false);
+  // Docker refuses a CPU quota above the host's CPU count.
+  const cpus = numberFlag(
+    input.maxTaskCpus,
+    '--max-task-cpus',
+    0.01,
+    availableParallelism(),
+    false,
+  );
   const pids = numberFlag(input.maxTaskPids, '--max-task-pids', 1, 4_194_304, true);
   return {
     dataDir: resolveDataDir(input.dataDir, env),

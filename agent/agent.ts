@@ -59,6 +59,8 @@ export interface AgentConfig {
 
 /** How long a stopping agent spends withdrawing its slots and reporting what it ran. */
 const DRAIN_TIMEOUT_MS = 5_000;
+/** How long it then waits for the runner to remove containers the drain did not end. */
+const STOP_GRACE_MS = 3_000;
 
 /** The agent's run loop. `start()` once, `stop()` once. */
 export class Agent {
@@ -138,9 +140,13 @@ export class Agent {
   async stop(): Promise<void> {
     this.#stopping = true;
     this.#wakeAll();
-    await this.#loop;
-    this.#executor?.stop();
-    this.#setState({ kind: 'stopped' });
+    try {
+      await this.#loop;
+    } finally {
+      // Whatever the drain did not end: abort it and give the runner a moment to remove it.
+      await this.#executor?.stop(STOP_GRACE_MS);
+      this.#setState({ kind: 'stopped' });
+    }
   }
 
   /** Resolves when the loop has ended (after `stop()`); rejects if it crashed. */
@@ -187,7 +193,7 @@ export class Agent {
     try {
       while (!this.#stopping && session.failure === undefined) {
         if (Date.now() >= this.#renewAtMs) await this.#renew(session);
-        if (session.failure !== undefined) break;
+        if (session.failure !== undefined || this.#stopping) break;
         const outcome = await this.#heartbeat(session);
         if (typeof outcome !== 'number') {
           session.fail(outcome);
@@ -219,8 +225,11 @@ export class Agent {
     try {
       const beat = await Promise.race([this.#heartbeat(session, { draining: true }), deadline]);
       const running = this.#executor.runningIds().length;
+      // Without an answer to the heartbeat there is no connection to report on: stop() aborts.
       const drained =
-        beat === 'timeout' ? beat : await Promise.race([this.#executor.drain(), deadline]);
+        typeof beat !== 'number'
+          ? 'timeout'
+          : await Promise.race([this.#executor.drain(), deadline]);
       this.logger.info(
         {
           slotsWithdrawn: typeof beat === 'number',
@@ -379,7 +388,9 @@ export class Agent {
   }
 
   /** Waits `ms`, or less if the session fails or the agent stops. */
+  /** Waits `ms`, or less if woken; not at all once the agent is stopping. */
   #sleep(ms: number): Promise<void> {
+    if (this.#stopping) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);

@@ -113,10 +113,21 @@ export class Executor {
     await Promise.all(running.map((r) => r.done));
   }
 
-  /** Aborts everything, stops taking work and gives up on unanswered calls. */
-  stop(): void {
+  /**
+   * Aborts everything, stops taking work and gives up on unanswered calls; resolves when every
+   * run has ended (its container removed) or after `graceMs`.
+   */
+  async stop(graceMs = 0): Promise<void> {
     this.#stopped = true;
-    for (const r of this.#running.values()) r.controller.abort(AGENT_STOPPING);
+    const running = [...this.#running.values()];
+    for (const r of running) r.controller.abort(AGENT_STOPPING);
+    if (running.length === 0 || graceMs <= 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(running.map((r) => r.done)),
+      new Promise((resolve) => (timer = setTimeout(resolve, graceMs))),
+    ]);
+    clearTimeout(timer);
   }
 
   async #execute(a: Assignment, controller: AbortController): Promise<void> {
@@ -148,6 +159,10 @@ export class Executor {
             env: a.container.env,
             timeoutMs: timeoutMs > 0 ? timeoutMs : 3_600_000,
             ...DEFAULT_LIMITS,
+            // A worker's maxima bound the defaults too, not only what a task asks for.
+            memoryBytes: Math.min(DEFAULT_LIMITS.memoryBytes, this.maxima.memoryBytes),
+            nanoCpus: Math.min(DEFAULT_LIMITS.nanoCpus, this.maxima.nanoCpus),
+            pidsLimit: Math.min(DEFAULT_LIMITS.pidsLimit, this.maxima.pidsLimit),
             ...definedLimits(a.container),
           },
           { signal: controller.signal },

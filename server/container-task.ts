@@ -90,7 +90,7 @@ function resources(
     throw new InvalidArgumentError(field, 'must be an object: {"memoryMb", "cpus", "pids"}');
   }
   for (const [key, v] of Object.entries(value as Record<string, unknown>)) {
-    if (!(key in RESOURCE_BOUNDS)) {
+    if (!Object.hasOwn(RESOURCE_BOUNDS, key)) {
       throw new InvalidArgumentError(`${field}.${key}`, 'is not a resource (memoryMb, cpus, pids)');
     }
     const [min, max] = RESOURCE_BOUNDS[key as keyof typeof RESOURCE_BOUNDS];

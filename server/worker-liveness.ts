@@ -52,7 +52,7 @@ export class WorkerLiveness {
     if (leaseId !== undefined && (await this.keepAlive(leaseId)) > 0) {
       this.leases.set(worker.id, leaseId);
       if (this.slots.get(worker.id) !== totalSlots) {
-        await this.updateSlots(worker.id, leaseId, totalSlots);
+        await this.updateSlots(worker.id, leaseId, totalSlots, sequence);
       }
       return false;
     }
@@ -61,15 +61,32 @@ export class WorkerLiveness {
     return this.register(worker.id, sequence, totalSlots);
   }
 
-  /** Rewrites the live record's slots under its lease, unless it is gone or already says so. */
-  private async updateSlots(workerId: string, leaseId: string, totalSlots: number): Promise<void> {
+  /**
+   * A new session of `workerId` reached this replica (a Connect stream): what it knew of the
+   * worker's slots may be stale (another replica may have written them since), so the next
+   * heartbeat compares with `live/<id>` again.
+   */
+  forgetSlots(workerId: string): void {
+    this.slots.delete(workerId);
+  }
+
+  /**
+   * Rewrites the live record's slots under its lease, unless it is gone, already says so, or
+   * was set by a later heartbeat (one that reached another replica first).
+   */
+  private async updateSlots(
+    workerId: string,
+    leaseId: string,
+    totalSlots: number,
+    sequence: number,
+  ): Promise<void> {
     const { store, logger } = this.options;
     const live = await store.getJson<LiveRecord>(keys.live(workerId));
     if (!live || live.value.leaseId !== leaseId) return;
     if ((live.value.totalSlots ?? 0) !== totalSlots) {
-      const tx = new Tx()
-        .expect(live.key, live.modRevision)
-        .putJson(live.key, { ...live.value, totalSlots } satisfies LiveRecord, leaseId);
+      if (sequence <= (live.value.slotsSequence ?? live.value.sequence)) return;
+      const next: LiveRecord = { ...live.value, totalSlots, slotsSequence: sequence };
+      const tx = new Tx().expect(live.key, live.modRevision).putJson(live.key, next, leaseId);
       try {
         await store.commit(tx);
       } catch (err) {

@@ -307,31 +307,35 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
       };
       call.write(first);
       const workerId = principal.worker.id;
+      deps.liveness.forgetSlots(workerId);
       const prefix = keys.assignmentPrefix(workerId);
-      // Sends run one after another, in the order etcd reported the changes.
+      // Sends run one after another, in the order etcd reported the changes. One that fails
+      // ends the stream: the agent reconnects and gets every current assignment again.
       let sending = Promise.resolve();
-      const send = (executionId: string, removed: boolean, key?: Partial<AssignmentKey>) => {
-        sending = sending.then(async () => {
-          if (removed) {
-            call.write({ event: { $case: 'cancelled', value: { executionId } } });
-            return;
-          }
-          const assignment = await buildAssignment(store, deps.keyring, executionId, key?.taskId);
-          if (assignment) call.write({ event: { $case: 'assignment', value: assignment } });
-        });
-        sending.catch((err: unknown) =>
-          logger.warn({ err, workerId }, 'could not send an assignment'),
-        );
+      let sendFailure: Error | undefined;
+      let failStream = (err: Error) => void (sendFailure ??= err); // until the stream is held
+      const send = (executionId: string, removed: boolean, taskId?: string) => {
+        sending = sending
+          .then(async () => {
+            if (removed) {
+              call.write({ event: { $case: 'cancelled', value: { executionId } } });
+              return;
+            }
+            const assignment = await buildAssignment(store, deps.keyring, executionId, taskId);
+            if (assignment) call.write({ event: { $case: 'assignment', value: assignment } });
+          })
+          .catch((err: unknown) => {
+            logger.warn({ err, workerId, executionId }, 'could not send an assignment');
+            failStream(new UnavailableError('could not send an assignment; reconnect'));
+          });
       };
       return store.range<Partial<AssignmentKey>>(prefix).then(async (current) => {
-        for (const item of current.items) send(item.key.slice(prefix.length), false, item.value);
+        for (const item of current.items) {
+          send(item.key.slice(prefix.length), false, item.value?.taskId);
+        }
         const watcher = await store.watch(prefix, current.revision + 1);
         watcher.on('put', (kv) =>
-          send(
-            store.relative(kv.key).slice(prefix.length),
-            false,
-            JSON.parse(kv.value.toString()) as Partial<AssignmentKey>,
-          ),
+          send(store.relative(kv.key).slice(prefix.length), false, taskIdHint(kv.value)),
         );
         watcher.on('delete', (kv) => send(store.relative(kv.key).slice(prefix.length), true));
         try {
@@ -342,6 +346,10 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
       });
       function holdStream(watcher: Watcher): Promise<void> {
         return new Promise<void>((resolve, reject) => {
+          failStream = (err) => {
+            cleanup();
+            reject(err);
+          };
           watcher.once('error', (err) => {
             cleanup();
             reject(new UnavailableError('the assignment watch failed; reconnect', { cause: err }));
@@ -396,6 +404,7 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
           deps.shutdown.addEventListener('abort', done);
           call.on('cancelled', done);
           if (call.cancelled) done();
+          if (sendFailure) failStream(sendFailure);
           else check();
         });
       }
@@ -430,4 +439,14 @@ export function workerService(deps: WorkerServiceDeps): WorkerServiceServer {
       },
     ),
   };
+}
+
+/** The task id an assignment key's value names, if it is readable: only a hint. */
+function taskIdHint(value: Buffer): string | undefined {
+  try {
+    const taskId = (JSON.parse(value.toString()) as Partial<AssignmentKey> | null)?.taskId;
+    return typeof taskId === 'string' ? taskId : undefined;
+  } catch {
+    return undefined;
+  }
 }

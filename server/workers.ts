@@ -40,6 +40,8 @@ export interface LiveRecord {
   sequence: number;
   /** Executions the worker takes at once, from its latest heartbeat (0 while it stops). */
   totalSlots?: number;
+  /** The sequence of the heartbeat that last changed `totalSlots`; an earlier one cannot. */
+  slotsSequence?: number;
 }
 
 export const WORKER_ID_PATTERN = /^w_[0-9a-hjkmnp-tv-z]{16}$/;

@@ -28,6 +28,8 @@ import {
 import { WorkerState } from '../../gen/citadel/v1/worker.js';
 import type { ConnectResponse } from '../../gen/citadel/v1/worker_service.js';
 import { keys } from '../../server/keys.js';
+import { Tx } from '../../server/store.js';
+import type { LiveRecord } from '../../server/workers.js';
 import { createCa, issueClientCert } from '../../server/tls/ca.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
@@ -235,6 +237,72 @@ describe('heartbeats', () => {
       // A valid heartbeat registers it again, under the same identity.
       await c.heartbeat(heartbeatOf(w, seq));
       assert.equal((await getWorker(w.workerId)).online, true);
+    } finally {
+      c.close();
+    }
+  });
+
+  test("a heartbeat's total_slots is written to the live record when it changes, re-checked per session, never by an older heartbeat", async () => {
+    const w = await joinWorker(ts, await createToken(ts));
+    const c = workerClient(ts.server.workerPort, w.identity);
+    const live = async () =>
+      (await ts.server.store.getJson<LiveRecord>(keys.live(w.workerId)))!.value;
+    try {
+      const seq = new HeartbeatSequence();
+      await c.heartbeat(heartbeatOf(w, seq, { totalSlots: 4 }));
+      assert.equal((await live()).totalSlots, 4);
+      const stopping = heartbeatOf(w, seq, { totalSlots: 0 });
+      await c.heartbeat(stopping);
+      const drained = await live();
+      assert.equal(drained.totalSlots, 0);
+      const stoppingSequence = drained.slotsSequence!;
+      await c.heartbeat(heartbeatOf(w, seq, { totalSlots: 4 }));
+      assert.equal((await live()).totalSlots, 4);
+      assert.ok((await live()).slotsSequence! > stoppingSequence, 'a later heartbeat changed it');
+      // A new session on this replica forgets what it knew: after another writer set 0, an
+      // unchanged heartbeat of 4 writes 4 again (the restarted agent is not starved).
+      const current = await ts.server.store.getJson<LiveRecord>(keys.live(w.workerId));
+      await ts.server.store.commit(
+        new Tx()
+          .expect(current!.key, current!.modRevision)
+          .putJson(
+            current!.key,
+            { ...current!.value, totalSlots: 0, slotsSequence: current!.value.slotsSequence! + 1 },
+            current!.value.leaseId,
+          ),
+      );
+      await c.heartbeat(heartbeatOf(w, seq, { totalSlots: 4 }));
+      assert.equal((await live()).totalSlots, 0, 'this replica still trusts what it wrote');
+      const stream = c.client.connect({}, new Metadata());
+      await new Promise<void>((resolve, reject) => {
+        stream.once('data', () => resolve());
+        stream.once('error', reject);
+      });
+      stream.on('error', () => undefined);
+      stream.cancel();
+      await c.heartbeat(heartbeatOf(w, seq, { totalSlots: 4 }));
+      assert.equal((await live()).totalSlots, 4);
+
+      // Slots set by a later heartbeat (one that reached another replica first) stay.
+      const later = (await ts.server.store.getJson<LiveRecord>(keys.live(w.workerId)))!;
+      await ts.server.store.commit(
+        new Tx()
+          .expect(later.key, later.modRevision)
+          .putJson(
+            later.key,
+            { ...later.value, totalSlots: 0, slotsSequence: later.value.slotsSequence! + 1e9 },
+            later.value.leaseId,
+          ),
+      );
+      const again = c.client.connect({}, new Metadata());
+      await new Promise<void>((resolve, reject) => {
+        again.once('data', () => resolve());
+        again.once('error', reject);
+      });
+      again.on('error', () => undefined);
+      again.cancel();
+      await c.heartbeat(heartbeatOf(w, seq, { totalSlots: 4 }));
+      assert.equal((await live()).totalSlots, 0);
     } finally {
       c.close();
     }

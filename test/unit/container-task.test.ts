@@ -48,6 +48,7 @@ void test('each bad field is refused by name', () => {
   refused({ argv: ['x'], env: { A: 1 } }, /task\.payload\.env\.A/);
   refused({ argv: ['x'], resources: 'big' }, /task\.payload\.resources.*object/);
   refused({ argv: ['x'], resources: { disk: 1 } }, /task\.payload\.resources\.disk/);
+  refused({ argv: ['x'], resources: { constructor: 1 } }, /resources\.constructor.*not a resource/);
   refused({ argv: ['x'], resources: { memoryMb: 5 } }, /resources\.memoryMb.*6 to 65536/);
   refused({ argv: ['x'], resources: { memoryMb: 64.5 } }, /resources\.memoryMb.*integer/);
   refused({ argv: ['x'], resources: { cpus: 0 } }, /resources\.cpus.*0\.01 to 64/);
