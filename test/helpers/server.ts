@@ -125,6 +125,8 @@ export async function spawnServer(args: {
   const child = spawn(
     process.execPath,
     [
+      // E.g. '--cpu-prof --cpu-prof-dir=DIR' to profile the replica under a test or the bench.
+      ...(process.env.CITADEL_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
       '--import',
       'tsx',
       path.join(REPO_ROOT, 'server/main.ts'),
