@@ -30,6 +30,7 @@ import {
 } from '../gen/citadel/v1/task_service.js';
 import { agentCommand, spawnAgent, type AgentProcess } from '../test/helpers/worker.js';
 import { REPO_ROOT } from '../test/helpers/server.js';
+import { TERMINAL } from '../test/helpers/execution-states.js';
 
 const run = promisify(execFile);
 
@@ -37,14 +38,6 @@ const IMAGE = 'citadel/task-executor:latest';
 const SLOTS = Number(process.env.BENCH_AGENT_SLOTS ?? 4);
 const LATENCY_SAMPLES = Number(process.env.BENCH_LATENCY_SAMPLES ?? 30);
 const THROUGHPUT_TASKS = Number(process.env.BENCH_EXECUTIONS ?? 60);
-
-const TERMINAL = new Set([
-  ExecutionState.EXECUTION_STATE_SUCCEEDED,
-  ExecutionState.EXECUTION_STATE_FAILED,
-  ExecutionState.EXECUTION_STATE_TIMED_OUT,
-  ExecutionState.EXECUTION_STATE_CANCELLED,
-  ExecutionState.EXECUTION_STATE_LOST,
-]);
 
 function unary<Res>(fn: (cb: (err: ServiceError | null, res: Res) => void) => void): Promise<Res> {
   return new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res))));

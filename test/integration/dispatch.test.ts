@@ -32,6 +32,7 @@ import { loadIdentity } from '../../agent/identity.js';
 import { dataPaths } from '../../agent/state.js';
 import { Outcome, ReportResultRequest } from '../../gen/citadel/v1/worker_service.js';
 import { status, type ServiceError } from '@grpc/grpc-js';
+import { TERMINAL } from '../helpers/execution-states.js';
 
 const run = promisify(execFile);
 
@@ -93,6 +94,18 @@ async function createContainerTask(
   return res.task!.id;
 }
 
+/** The task's first execution, once it is terminal. */
+async function firstEnded(taskId: string, timeoutMs = 30_000): Promise<Execution> {
+  return eventually(
+    async () => {
+      const [e] = await executionsOf(taskId);
+      assert.ok(e && TERMINAL.has(e.state), `state ${e?.state}`);
+      return e;
+    },
+    { timeoutMs, message: 'the execution ends' },
+  );
+}
+
 /** The worker id an agent's data folder holds. */
 async function workerIdOf(dir: string): Promise<string> {
   const state = JSON.parse(await fs.readFile(path.join(dir, 'state.json'), 'utf8')) as {
@@ -109,25 +122,10 @@ async function executionsOf(taskId: string): Promise<Execution[]> {
   return res.executions;
 }
 
-const TERMINAL = new Set([
-  ExecutionState.EXECUTION_STATE_SUCCEEDED,
-  ExecutionState.EXECUTION_STATE_FAILED,
-  ExecutionState.EXECUTION_STATE_TIMED_OUT,
-  ExecutionState.EXECUTION_STATE_CANCELLED,
-  ExecutionState.EXECUTION_STATE_LOST,
-]);
-
 describe('dispatch', () => {
   test('a one-time container task runs on the agent and its output comes back', async () => {
     const taskId = await createContainerTask({ argv: ['echo', 'hello from a container'] });
-    const done = await eventually(
-      async () => {
-        const [e] = await executionsOf(taskId);
-        assert.ok(e && TERMINAL.has(e.state), `state ${e?.state}`);
-        return e;
-      },
-      { timeoutMs: 30_000, message: 'the execution ends' },
-    );
+    const done = await firstEnded(taskId);
     assert.equal(done.state, ExecutionState.EXECUTION_STATE_SUCCEEDED, done.result?.message);
     assert.equal(done.result?.exitCode, 0);
     assert.equal(Buffer.from(done.result.stdout).toString(), 'hello from a container\n');
@@ -172,14 +170,7 @@ describe('dispatch', () => {
       argv: ['sh', '-c', script],
       resources: { memoryMb: 96, pids: 12 },
     });
-    const done = await eventually(
-      async () => {
-        const [e] = await executionsOf(taskId);
-        assert.ok(e && TERMINAL.has(e.state), `state ${e?.state}`);
-        return e;
-      },
-      { timeoutMs: 30_000, message: 'the execution ends' },
-    );
+    const done = await firstEnded(taskId);
     assert.equal(done.state, ExecutionState.EXECUTION_STATE_SUCCEEDED, done.result?.message);
     assert.equal(Buffer.from(done.result!.stdout).toString(), `${96 * 1024 * 1024}\n12\n`);
   });
@@ -189,14 +180,7 @@ describe('dispatch', () => {
       argv: ['true'],
       resources: { memoryMb: 8192 },
     });
-    const done = await eventually(
-      async () => {
-        const [e] = await executionsOf(taskId);
-        assert.ok(e && TERMINAL.has(e.state), `state ${e?.state}`);
-        return e;
-      },
-      { timeoutMs: 30_000, message: 'the execution ends' },
-    );
+    const done = await firstEnded(taskId);
     assert.equal(done.state, ExecutionState.EXECUTION_STATE_FAILED);
     assert.equal(
       done.result?.message,
@@ -211,14 +195,7 @@ describe('dispatch', () => {
       argv: ['sh', '-c', 'x=$(head -c 80000000 /dev/zero | tr "\\0" a); echo ${#x}'],
       resources: { memoryMb: 16 },
     });
-    const done = await eventually(
-      async () => {
-        const [e] = await executionsOf(taskId);
-        assert.ok(e && TERMINAL.has(e.state), `state ${e?.state}`);
-        return e;
-      },
-      { timeoutMs: 30_000, message: 'the execution ends' },
-    );
+    const done = await firstEnded(taskId);
     assert.equal(done.state, ExecutionState.EXECUTION_STATE_FAILED);
     assert.equal(done.result?.oomKilled, true, done.result?.message);
     assert.match(done.result.message, /out of memory/);
@@ -228,14 +205,7 @@ describe('dispatch', () => {
     const taskId = await createContainerTask({
       argv: ['sh', '-c', 'head -c 100000 /dev/zero | tr "\\0" a; echo short >&2'],
     });
-    const done = await eventually(
-      async () => {
-        const [e] = await executionsOf(taskId);
-        assert.ok(e && TERMINAL.has(e.state), `state ${e?.state}`);
-        return e;
-      },
-      { timeoutMs: 30_000, message: 'the execution ends' },
-    );
+    const done = await firstEnded(taskId);
     assert.equal(done.state, ExecutionState.EXECUTION_STATE_SUCCEEDED, done.result?.message);
     assert.equal(done.result?.stdout.length, 64 * 1024);
     assert.equal(done.result.stdoutTruncated, true);
@@ -248,14 +218,7 @@ describe('dispatch', () => {
       { argv: ['sleep', '30'] },
       { timeout: { seconds: 1 } },
     );
-    const done = await eventually(
-      async () => {
-        const [e] = await executionsOf(taskId);
-        assert.ok(e && TERMINAL.has(e.state), 'e && TERMINAL.has(e.state)');
-        return e;
-      },
-      { timeoutMs: 20_000, message: 'the execution ends' },
-    );
+    const done = await firstEnded(taskId, 20_000);
     assert.equal(done.state, ExecutionState.EXECUTION_STATE_TIMED_OUT);
     assert.equal(done.result?.timedOut, true);
     assert.equal(await containersOf(done.id), '');

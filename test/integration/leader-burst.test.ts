@@ -33,6 +33,7 @@ import { startTestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
 import { bearer, freshPrefix, REPO_ROOT, spawnServer } from '../helpers/server.js';
 import { agentCommand, spawnAgent, type AgentProcess } from '../helpers/worker.js';
+import { TERMINAL } from '../helpers/execution-states.js';
 
 const run = promisify(execFile);
 
@@ -44,14 +45,6 @@ const SLOTS_PER_AGENT = 8;
 const STARTED_BEFORE_KILL = 12;
 /** Each container prints the host's uptime (one clock for every container) at start and end. */
 const ARGV = ['sh', '-c', 'cat /proc/uptime; sleep 0.2; cat /proc/uptime'];
-
-const TERMINAL = new Set([
-  ExecutionState.EXECUTION_STATE_SUCCEEDED,
-  ExecutionState.EXECUTION_STATE_FAILED,
-  ExecutionState.EXECUTION_STATE_TIMED_OUT,
-  ExecutionState.EXECUTION_STATE_CANCELLED,
-  ExecutionState.EXECUTION_STATE_LOST,
-]);
 
 const stateName = (s: ExecutionState): string =>
   (ExecutionState[s] ?? String(s)).replace('EXECUTION_STATE_', '').toLowerCase();
