@@ -18,18 +18,15 @@ import { promisify } from 'node:util';
 import { credentials, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import Dockerode from 'dockerode';
 import { LABELS } from '../agent/run-spec.js';
-import {
-  AdminServiceClient,
-  CreateBootstrapTokenRequest,
-} from '../gen/citadel/v1/admin_service.js';
+import { AdminServiceClient } from '../gen/citadel/v1/admin_service.js';
 import { ExecutionState, type Execution } from '../gen/citadel/v1/execution.js';
 import {
   CreateTaskRequest,
   ListExecutionsRequest,
   type TaskServiceClient,
 } from '../gen/citadel/v1/task_service.js';
-import { agentCommand, spawnAgent, type AgentProcess } from '../test/helpers/worker.js';
-import { REPO_ROOT } from '../test/helpers/server.js';
+import { singleUseToken } from './bench-workers.js';
+import { agentJoinProcess, spawnAgent, type AgentProcess } from '../test/helpers/worker.js';
 import { TERMINAL } from '../test/helpers/execution-states.js';
 
 const run = promisify(execFile);
@@ -145,30 +142,10 @@ export async function dispatchFigures(opts: DispatchBenchOptions): Promise<void>
     }
   };
   const startAgent = async (i: number) => {
-    const created = await unary<{ token: string; caHash: string }>((cb) =>
-      admin.createBootstrapToken(
-        CreateBootstrapTokenRequest.fromPartial({
-          bootstrapToken: { maxUses: 1, expireTime: new Date(Date.now() + 3_600_000) },
-        }),
-        opts.admin,
-        cb,
-      ),
-    );
+    const created = await singleUseToken(admin, opts.admin);
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'citadel-bench-agent-'));
     dirs.push(dir);
-    const join = ['join', '--server', `localhost:${opts.port}`, '--token', created.token];
-    await run(
-      ...agentCommand([
-        ...join,
-        '--ca-hash',
-        created.caHash,
-        '--data-dir',
-        dir,
-        '--hostname',
-        `bench-${i}`,
-      ]),
-      { cwd: REPO_ROOT },
-    );
+    await agentJoinProcess(`localhost:${opts.port}`, created, dir, ['--hostname', `bench-${i}`]);
     const agent = spawnAgent([
       ...['run', '--data-dir', dir, '--slots', String(SLOTS)],
       // For 'assignment received', stamped by the agent as the assignment arrives.

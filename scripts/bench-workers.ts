@@ -21,6 +21,22 @@ function unary<Res>(fn: (cb: (err: ServiceError | null, res: Res) => void) => vo
   return new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res))));
 }
 
+/** A bootstrap token good for one join within the hour. */
+export function singleUseToken(
+  admin: AdminServiceClient,
+  md: Metadata,
+): Promise<{ token: string; caHash: string }> {
+  return unary((cb) =>
+    admin.createBootstrapToken(
+      CreateBootstrapTokenRequest.fromPartial({
+        bootstrapToken: { maxUses: 1, expireTime: new Date(Date.now() + 3_600_000) },
+      }),
+      md,
+      cb,
+    ),
+  );
+}
+
 /**
  * Joins `count` workers through the server on `port`, opens each one's Connect stream on
  * `workerPort`, blocks them one by one and returns each block-to-cut time in ms.
@@ -38,15 +54,7 @@ export async function blockToStreamCut(opts: {
   try {
     for (let i = 0; i < opts.count; i++) {
       // Blocking a worker revokes its token too: one token per worker.
-      const created = await unary<{ token: string; caHash: string }>((cb) =>
-        admin.createBootstrapToken(
-          CreateBootstrapTokenRequest.fromPartial({
-            bootstrapToken: { maxUses: 1, expireTime: new Date(Date.now() + 3_600_000) },
-          }),
-          opts.admin,
-          cb,
-        ),
-      );
+      const created = await singleUseToken(admin, opts.admin);
       const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'citadel-bench-agent-'));
       dirs.push(dir);
       const joined = await joinCluster(

@@ -4,12 +4,13 @@
  * calls, and `citadel-agent` as a real child process: the built single executable when
  * CITADEL_AGENT_BIN names it (scripts/test.sh builds it first), else from source.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
 import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { compileJoinOptions } from '../../agent/agent-options.js';
 import { loadIdentity, type WorkerIdentity } from '../../agent/identity.js';
@@ -149,6 +150,24 @@ export function agentCommand(args: string[]): [string, string[]] {
   const bin = process.env.CITADEL_AGENT_BIN;
   if (bin) return [path.resolve(REPO_ROOT, bin), args];
   return [process.execPath, ['--import', 'tsx', 'agent/main.ts', ...args]];
+}
+
+/**
+ * `citadel-agent join` as a process, with `server` (HOST:PORT of the public API), the token and
+ * CA hash, the data folder and any further flags; resolves with its stdout.
+ */
+export async function agentJoinProcess(
+  server: string,
+  token: Pick<IssuedToken, 'token' | 'caHash'>,
+  dataDir: string,
+  extra: string[] = [],
+): Promise<string> {
+  const args = ['join', '--server', server, '--token', token.token, '--ca-hash', token.caHash];
+  const { stdout } = await promisify(execFile)(
+    ...agentCommand([...args, '--data-dir', dataDir, ...extra]),
+    { cwd: REPO_ROOT },
+  );
+  return stdout;
 }
 
 /** Runs `citadel-agent <args>` and collects its JSON log lines. */

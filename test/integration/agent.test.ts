@@ -15,7 +15,7 @@ import { Etcd3 } from 'etcd3';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
 import { freshPrefix, REPO_ROOT, spawnServer, startTestServer } from '../helpers/server.js';
-import { agentCommand, createToken, spawnAgent, type AgentProcess } from '../helpers/worker.js';
+import { agentJoinProcess, createToken, spawnAgent, type AgentProcess } from '../helpers/worker.js';
 
 const run = promisify(execFile);
 
@@ -31,12 +31,6 @@ after(async () => {
 
 async function tempDir(): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), 'citadel-agent-'));
-}
-
-/** `citadel-agent join` as a process; resolves with its stdout. */
-async function agentJoin(args: string[]): Promise<string> {
-  const { stdout } = await run(...agentCommand(['join', ...args]), { cwd: REPO_ROOT });
-  return stdout;
 }
 
 type Audit = Record<string, unknown> & { details?: Record<string, unknown> };
@@ -61,16 +55,7 @@ describe('one replica', () => {
       let agent: AgentProcess | undefined;
       try {
         const token = await createToken(ts);
-        const out = await agentJoin([
-          '--server',
-          `localhost:${ts.server.port}`,
-          '--token',
-          token.token,
-          '--ca-hash',
-          token.caHash,
-          '--data-dir',
-          dataDir,
-        ]);
+        const out = await agentJoinProcess(`localhost:${ts.server.port}`, token, dataDir);
         const workerId = /joined as (w_[0-9a-z]{16})/.exec(out)?.[1];
         assert.ok(workerId, `join printed the worker id: ${out}`);
         const state = JSON.parse(await fs.readFile(path.join(dataDir, 'state.json'), 'utf8')) as {
@@ -188,16 +173,7 @@ describe('two replicas', () => {
           { cwd: REPO_ROOT, env: { ...process.env, CITADEL_API_KEY: adminKey } },
         );
         const created = JSON.parse(stdout) as { token: string; caHash: string };
-        await agentJoin([
-          '--server',
-          `localhost:${first.port}`,
-          '--token',
-          created.token,
-          '--ca-hash',
-          created.caHash,
-          '--data-dir',
-          dirs[2]!,
-        ]);
+        await agentJoinProcess(`localhost:${first.port}`, created, dirs[2]!);
         const workerId = (
           JSON.parse(await fs.readFile(path.join(dirs[2]!, 'state.json'), 'utf8')) as {
             workerId: string;

@@ -22,7 +22,7 @@ import { eventually } from '../helpers/eventually.js';
 import { REPO_ROOT, startTestServer, type TestServer } from '../helpers/server.js';
 import {
   adminClient,
-  agentCommand,
+  agentJoinProcess,
   createToken,
   spawnAgent,
   workerClient,
@@ -56,21 +56,7 @@ before(async () => {
 /** Joins a new worker from the command line; returns its data folder. */
 async function joinAgent(): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'citadel-agent-'));
-  const token = await createToken(ts);
-  await run(
-    ...agentCommand([
-      'join',
-      '--server',
-      `localhost:${ts.server.port}`,
-      '--token',
-      token.token,
-      '--ca-hash',
-      token.caHash,
-      '--data-dir',
-      dir,
-    ]),
-    { cwd: REPO_ROOT },
-  );
+  await agentJoinProcess(`localhost:${ts.server.port}`, await createToken(ts), dir);
   return dir;
 }
 

@@ -32,7 +32,7 @@ import { cleanupStack, listAllExecutions, rpc } from '../helpers/cluster.js';
 import { startTestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
 import { bearer, freshPrefix, REPO_ROOT, spawnServer } from '../helpers/server.js';
-import { agentCommand, spawnAgent, type AgentProcess } from '../helpers/worker.js';
+import { agentJoinProcess, spawnAgent, type AgentProcess } from '../helpers/worker.js';
 import { TERMINAL } from '../helpers/execution-states.js';
 
 const run = promisify(execFile);
@@ -100,20 +100,7 @@ void test(
     const agents = await Promise.all(
       ['agent-1', 'agent-2'].map(async (name): Promise<AgentProcess> => {
         const dataDir = path.join(root, name);
-        await run(
-          ...agentCommand([
-            'join',
-            '--server',
-            `localhost:${b.port}`,
-            '--token',
-            issued.token,
-            '--ca-hash',
-            issued.caHash,
-            '--data-dir',
-            dataDir,
-          ]),
-          { cwd: REPO_ROOT },
-        );
+        await agentJoinProcess(`localhost:${b.port}`, issued, dataDir);
         const agent = spawnAgent([
           'run',
           '--data-dir',

@@ -247,6 +247,16 @@ describe('heartbeats', () => {
     const c = workerClient(ts.server.workerPort, w.identity);
     const live = async () =>
       (await ts.server.store.getJson<LiveRecord>(keys.live(w.workerId)))!.value;
+    /** Opens a Connect stream (a new session on this replica) and closes it once connected. */
+    const newSession = async () => {
+      const stream = c.client.connect({}, new Metadata());
+      await new Promise<void>((resolve, reject) => {
+        stream.once('data', () => resolve());
+        stream.once('error', reject);
+      });
+      stream.on('error', () => undefined);
+      stream.cancel();
+    };
     try {
       const seq = new HeartbeatSequence();
       await c.heartbeat(heartbeatOf(w, seq, { totalSlots: 4 }));
@@ -273,13 +283,7 @@ describe('heartbeats', () => {
       );
       await c.heartbeat(heartbeatOf(w, seq, { totalSlots: 4 }));
       assert.equal((await live()).totalSlots, 0, 'this replica still trusts what it wrote');
-      const stream = c.client.connect({}, new Metadata());
-      await new Promise<void>((resolve, reject) => {
-        stream.once('data', () => resolve());
-        stream.once('error', reject);
-      });
-      stream.on('error', () => undefined);
-      stream.cancel();
+      await newSession();
       await c.heartbeat(heartbeatOf(w, seq, { totalSlots: 4 }));
       assert.equal((await live()).totalSlots, 4);
 
@@ -294,13 +298,7 @@ describe('heartbeats', () => {
             later.value.leaseId,
           ),
       );
-      const again = c.client.connect({}, new Metadata());
-      await new Promise<void>((resolve, reject) => {
-        again.once('data', () => resolve());
-        again.once('error', reject);
-      });
-      again.on('error', () => undefined);
-      again.cancel();
+      await newSession();
       await c.heartbeat(heartbeatOf(w, seq, { totalSlots: 4 }));
       assert.equal((await live()).totalSlots, 0);
     } finally {
