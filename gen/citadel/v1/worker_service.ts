@@ -240,11 +240,20 @@ export interface ContainerSpec {
   argv: string[];
   /** Environment variables. */
   env: { [key: string]: string };
-  /** Memory limit in bytes, swap included (so no swap); 0 means the agent's default (256 MiB). */
+  /**
+   * Memory limit in bytes, swap included (so no swap); 0 means the agent's default (256 MiB,
+   * or the agent's maximum if lower). Above the agent's maximum the execution fails unrun.
+   */
   memoryBytes: number;
-  /** CPU quota in billionths of a CPU; 0 means the agent's default (one CPU). */
+  /**
+   * CPU quota in billionths of a CPU; 0 means the agent's default (one CPU, or its maximum if
+   * lower). Above the agent's maximum the execution fails unrun.
+   */
   nanoCpus: number;
-  /** Most processes and threads at once; 0 means the agent's default (64). */
+  /**
+   * Most processes and threads at once; 0 means the agent's default (64, or its maximum if
+   * lower). Above the agent's maximum the execution fails unrun.
+   */
   pidsLimit: number;
 }
 
