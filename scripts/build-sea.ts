@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as esbuild from 'esbuild';
-import { DESCRIPTOR_ASSET, DESCRIPTOR_PATH } from '../server/descriptor-set.js';
+import { DESCRIPTOR_ASSET, DESCRIPTOR_PATH } from '../server/api/descriptor-set.js';
 
 const run = promisify(execFile);
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

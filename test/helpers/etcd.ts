@@ -3,8 +3,8 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { startEmbeddedEtcd } from '../../server/embedded-etcd.js';
-import type { EtcdClientTls } from '../../server/etcd-tls.js';
+import { startEmbeddedEtcd } from '../../server/cluster/embedded-etcd.js';
+import type { EtcdClientTls } from '../../server/cluster/etcd-tls.js';
 
 /** A running test etcd; `stop()` also removes its data dir. */
 export interface TestEtcd {

@@ -25,8 +25,8 @@ import {
   TaskServiceService,
   UpdateTaskRequest,
 } from '../../gen/citadel/v1/task_service.js';
-import { RPC_PERMISSIONS, ROLE_PERMISSIONS, type RpcName } from '../../server/authorization.js';
-import { keys } from '../../server/keys.js';
+import { RPC_PERMISSIONS, ROLE_PERMISSIONS, type RpcName } from '../../server/auth/authorization.js';
+import { keys } from '../../server/store/keys.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
 import { bearer, startTestServer, type TestServer } from '../helpers/server.js';

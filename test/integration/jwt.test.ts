@@ -13,7 +13,7 @@ import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey } from 
 import { Role } from '../../gen/citadel/v1/admin.js';
 import { AdminServiceClient, CreateUserRequest } from '../../gen/citadel/v1/admin_service.js';
 import { CreateTaskRequest, ListTasksRequest } from '../../gen/citadel/v1/task_service.js';
-import { keys } from '../../server/keys.js';
+import { keys } from '../../server/store/keys.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
 import { bearer, startTestServer, type TestServer } from '../helpers/server.js';

@@ -14,9 +14,9 @@ import {
 } from '../../gen/citadel/v1/execution.js';
 import { MissedRunPolicy, OverlapPolicy, type Task } from '../../gen/citadel/v1/task.js';
 import { CreateTaskRequest, ListExecutionsRequest } from '../../gen/citadel/v1/task_service.js';
-import { keys } from '../../server/keys.js';
-import type { TaskRecord } from '../../server/records.js';
-import { Tx } from '../../server/store.js';
+import { keys } from '../../server/store/keys.js';
+import type { TaskRecord } from '../../server/tasks/records.js';
+import { Tx } from '../../server/store/store.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';

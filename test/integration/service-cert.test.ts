@@ -19,7 +19,7 @@ import {
   ListTasksRequest,
   TaskServiceClient,
 } from '../../gen/citadel/v1/task_service.js';
-import { keys } from '../../server/keys.js';
+import { keys } from '../../server/store/keys.js';
 import { createCa, issueClientCert } from '../../server/tls/ca.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';

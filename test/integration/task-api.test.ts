@@ -28,7 +28,7 @@ import {
   type WatchExecutionsResponse,
 } from '../../gen/citadel/v1/task_service.js';
 import { ConfigError } from '../../common/errors.js';
-import { keys } from '../../server/keys.js';
+import { keys } from '../../server/store/keys.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';

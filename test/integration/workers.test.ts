@@ -27,9 +27,9 @@ import {
 } from '../../gen/citadel/v1/task_service.js';
 import { WorkerState } from '../../gen/citadel/v1/worker.js';
 import type { ConnectResponse } from '../../gen/citadel/v1/worker_service.js';
-import { keys } from '../../server/keys.js';
-import { Tx } from '../../server/store.js';
-import type { LiveRecord } from '../../server/workers.js';
+import { keys } from '../../server/store/keys.js';
+import { Tx } from '../../server/store/store.js';
+import type { LiveRecord } from '../../server/workers/worker-table.js';
 import { createCa, issueClientCert } from '../../server/tls/ca.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';

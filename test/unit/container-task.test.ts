@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InvalidArgumentError } from '../../common/errors.js';
-import { containerSpec, DEFAULT_TASK_IMAGE } from '../../server/container-task.js';
+import { containerSpec, DEFAULT_TASK_IMAGE } from '../../server/tasks/container-task.js';
 
 const refused = (payload: Record<string, unknown> | undefined, field: RegExp) =>
   assert.throws(

@@ -2,8 +2,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InvalidArgumentError } from '../../common/errors.js';
-import { retryDelayMs } from '../../server/backoff.js';
-import { nextFiring, planCronFirings, validateCron } from '../../server/cron.js';
+import { retryDelayMs } from '../../server/tasks/backoff.js';
+import { nextFiring, planCronFirings, validateCron } from '../../server/tasks/cron.js';
 
 const at = (iso: string) => Date.parse(iso);
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());

@@ -15,8 +15,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Etcd3, type IOptions } from 'etcd3';
 
 import { UnavailableError } from '../../common/errors.js';
-import { startEmbeddedEtcd } from '../../server/embedded-etcd.js';
-import { ensureEtcdTls } from '../../server/etcd-tls.js';
+import { startEmbeddedEtcd } from '../../server/cluster/embedded-etcd.js';
+import { ensureEtcdTls } from '../../server/cluster/etcd-tls.js';
 import { createCa, issueClientCert } from '../../server/tls/ca.js';
 import { startTestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
@@ -201,7 +201,7 @@ void test('etcd dies with its parent on SIGKILL', { timeout: 15_000 }, async (t)
     return;
   }
   const dataDir = await tempDir();
-  const moduleUrl = pathToFileURL(path.join(repoRoot, 'server/embedded-etcd.ts')).href;
+  const moduleUrl = pathToFileURL(path.join(repoRoot, 'server/cluster/embedded-etcd.ts')).href;
   const script = `
     const { startEmbeddedEtcd } = await import(${JSON.stringify(moduleUrl)});
     await startEmbeddedEtcd({ dataDir: ${JSON.stringify(dataDir)}, tls: false });

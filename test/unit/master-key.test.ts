@@ -6,7 +6,7 @@ import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../../common/errors.js';
-import { loadMasterKey } from '../../server/master-key.js';
+import { loadMasterKey } from '../../server/crypto/master-key.js';
 
 const posix = process.platform !== 'win32';
 

@@ -1,0 +1,243 @@
+/**
+ * AdminService handlers for workers and client certificates: bootstrap tokens (created, listed,
+ * revoked), workers (listed, blocked, retired) and service certificates (issued from a CSR,
+ * revoked). Each change is one store transaction with its audit record.
+ */
+import {
+  ConflictError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+} from '../../common/errors.js';
+import type { AdminServiceServer } from '../../gen/citadel/v1/admin_service.js';
+import { decodePageToken, encodePageToken, pageSize } from '../api/page-token.js';
+import { configChange, description } from './admin-common.js';
+import {
+  generateBootstrapToken,
+  newTokenRecord,
+  tokenProblem,
+  tokenToProto,
+  type BootstrapTokenRecord,
+} from '../workers/bootstrap-tokens.js';
+import { identityUri, type CertRecord, type CertRegistry } from '../auth/cert-registry.js';
+import { keys } from '../store/keys.js';
+import { unary, type RpcDeps } from '../api/rpc.js';
+import { Tx } from '../store/store.js';
+import { caFingerprint, issueClientCert, type CaMaterial } from '../tls/ca.js';
+import { verifyCsr } from '../tls/csr.js';
+import type { WorkerLiveness } from '../workers/worker-liveness.js';
+import { endWorker } from '../workers/worker-retirement.js';
+import { readWorker, workerToProto, type WorkerRecord, type WorkerTable } from '../workers/worker-table.js';
+import { validateUserId, type UserRecord } from '../auth/users.js';
+
+export interface WorkerAdminDeps extends RpcDeps {
+  workers: WorkerTable;
+  certs: CertRegistry;
+  liveness: WorkerLiveness;
+  ca: CaMaterial;
+}
+
+type WorkerAdminRpcs = Pick<
+  AdminServiceServer,
+  | 'createBootstrapToken'
+  | 'listBootstrapTokens'
+  | 'revokeBootstrapToken'
+  | 'listWorkers'
+  | 'getWorker'
+  | 'blockWorker'
+  | 'deregisterWorker'
+  | 'issueServiceCertificate'
+  | 'revokeServiceCertificate'
+>;
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+export function workerAdmin(deps: WorkerAdminDeps): WorkerAdminRpcs {
+  const { store, certs } = deps;
+  const toWorker = (w: WorkerRecord) => workerToProto(w, certs);
+
+  return {
+    createBootstrapToken: unary(
+      deps,
+      'AdminService/CreateBootstrapToken',
+      async (req, { principal }) => {
+        const record = newTokenRecord(req.bootstrapToken, principal.userId, Date.now());
+        const generated = generateBootstrapToken();
+        const tx = new Tx()
+          .expect(keys.bootstrapToken(generated.hashHex), 0)
+          .putJson(keys.bootstrapToken(generated.hashHex), record)
+          .putJson(keys.bootstrapTokenId(record.id), { hash: generated.hashHex })
+          .record(
+            configChange(principal, 'create_bootstrap_token', {
+              token_id: record.id,
+              max_uses: record.maxUses,
+              expires_at: new Date(record.expiresAt).toISOString(),
+            }),
+          );
+        await store.commit(tx);
+        return {
+          bootstrapToken: tokenToProto(record),
+          token: generated.token,
+          caHash: caFingerprint(deps.ca.certPem),
+        };
+      },
+    ),
+
+    listBootstrapTokens: unary(deps, 'AdminService/ListBootstrapTokens', async (req) => {
+      const page = await store.range<BootstrapTokenRecord>(keys.bootstrapTokenPrefix);
+      const now = Date.now();
+      return {
+        bootstrapTokens: page.items
+          .map((t) => t.value)
+          .filter((t) => req.includeInactive || tokenProblem(t, now) === undefined)
+          .sort((a, b) => b.createdAt - a.createdAt)
+          .map(tokenToProto),
+      };
+    }),
+
+    revokeBootstrapToken: unary(
+      deps,
+      'AdminService/RevokeBootstrapToken',
+      async (req, { principal }) => {
+        if (!/^bt_[0-9a-z]{1,32}$/.test(req.id)) {
+          throw new InvalidArgumentError('id', 'is not a bootstrap token id (bt_...)');
+        }
+        for (;;) {
+          const index = await store.getJson<{ hash: string }>(keys.bootstrapTokenId(req.id));
+          const token =
+            index &&
+            (await store.getJson<BootstrapTokenRecord>(keys.bootstrapToken(index.value.hash)));
+          if (!token) throw new NotFoundError('bootstrap token', req.id);
+          if (token.value.revokedAt !== undefined) {
+            return { bootstrapToken: tokenToProto(token.value) };
+          }
+          const revoked = { ...token.value, revokedAt: Date.now() };
+          const tx = new Tx()
+            .expect(token.key, token.modRevision)
+            .putJson(token.key, revoked)
+            .record(configChange(principal, 'revoke_bootstrap_token', { token_id: req.id }));
+          try {
+            await store.commit(tx);
+            return { bootstrapToken: tokenToProto(revoked) };
+          } catch (err) {
+            if (!(err instanceof ConflictError)) throw err;
+          }
+        }
+      },
+    ),
+
+    listWorkers: unary(deps, 'AdminService/ListWorkers', async (req) => {
+      const size = pageSize(req.pageSize);
+      const startAfter = decodePageToken(req.pageToken, keys.workerPrefix);
+      const page = await store.range<WorkerRecord>(keys.workerPrefix, { startAfter, limit: size });
+      const last = page.items[page.items.length - 1];
+      return {
+        workers: page.items
+          .map((w) => w.value)
+          .filter((w) => req.includeInactive || w.state === 'active')
+          .map(toWorker),
+        nextPageToken: page.more && last ? encodePageToken(last.key) : '',
+      };
+    }),
+
+    getWorker: unary(deps, 'AdminService/GetWorker', async (req) => ({
+      worker: toWorker((await readWorker(store, req.id)).value),
+    })),
+
+    blockWorker: unary(deps, 'AdminService/BlockWorker', async (req, { principal }) => {
+      const reason = description(req.reason, 'reason');
+      if (reason === '') throw new InvalidArgumentError('reason', 'is required');
+      const worker = await endWorker(
+        deps,
+        req.id,
+        'blocked',
+        reason,
+        configChange(principal, 'block_worker', {}),
+      );
+      return { worker: toWorker(worker) };
+    }),
+
+    deregisterWorker: unary(deps, 'AdminService/DeregisterWorker', async (req, { principal }) => {
+      const reason = description(req.reason, 'reason') || 'deregistered by an admin';
+      const worker = await endWorker(
+        deps,
+        req.id,
+        'retired',
+        reason,
+        configChange(principal, 'deregister_worker', {}),
+      );
+      return { worker: toWorker(worker) };
+    }),
+
+    issueServiceCertificate: unary(
+      deps,
+      'AdminService/IssueServiceCertificate',
+      async (req, { principal }) => {
+        const userId = validateUserId(req.userId, 'user_id');
+        const seconds = req.validitySeconds === 0 ? 90 * 24 * 3600 : req.validitySeconds;
+        if (seconds < 60 || seconds > 365 * 24 * 3600) {
+          throw new InvalidArgumentError('validity_seconds', 'must be 60 to 31536000');
+        }
+        const user = await store.getJson<UserRecord>(keys.user(userId));
+        if (!user) throw new NotFoundError('user', userId);
+        if (!user.value.enabled) throw new FailedPreconditionError(`user ${userId} is disabled`);
+        const csr = await verifyCsr(req.csrPem);
+        const cert = await issueClientCert(deps.ca, {
+          uri: identityUri('service', userId),
+          commonName: userId,
+          publicKey: csr.publicKey,
+          validityMs: Math.min(seconds * 1000, 365 * DAY_MS),
+        });
+        const now = Date.now();
+        const tx = new Tx()
+          .expect(user.key, user.modRevision)
+          .putJson(keys.cert(cert.serial), {
+            serial: cert.serial,
+            kind: 'service',
+            subject: userId,
+            issuedAt: now,
+            notAfter: cert.notAfter.getTime(),
+          } satisfies CertRecord)
+          .record(
+            configChange(principal, 'issue_service_certificate', {
+              user: userId,
+              serial: cert.serial,
+              not_after: cert.notAfter.toISOString(),
+            }),
+          );
+        await store.commit(tx);
+        return {
+          certificatePem: cert.certPem,
+          serial: cert.serial,
+          expireTime: cert.notAfter,
+          caCertificatePem: deps.ca.certPem,
+        };
+      },
+    ),
+
+    revokeServiceCertificate: unary(
+      deps,
+      'AdminService/RevokeServiceCertificate',
+      async (req, { principal }) => {
+        if (!/^[0-9a-f]{2,64}$/.test(req.serial)) {
+          throw new InvalidArgumentError('serial', 'must be the lowercase hex serial');
+        }
+        const cert = await store.getJson<CertRecord>(keys.cert(req.serial));
+        if (cert?.value.kind !== 'service')
+          throw new NotFoundError('service certificate', req.serial);
+        if (cert.value.revokedAt !== undefined) return {};
+        const tx = new Tx()
+          .expect(cert.key, cert.modRevision)
+          .putJson(cert.key, { ...cert.value, revokedAt: Date.now(), revokeReason: 'revoked' })
+          .record(
+            configChange(principal, 'revoke_service_certificate', {
+              user: cert.value.subject,
+              serial: req.serial,
+            }),
+          );
+        await store.commit(tx);
+        return {};
+      },
+    ),
+  };
+}

@@ -1,0 +1,213 @@
+/**
+ * The RPC boundary: every handler is wrapped here, once. The wrapper authenticates the caller
+ * (or fails UNAUTHENTICATED before the handler runs), records metrics, and translates domain
+ * errors to gRPC statuses; anything unknown becomes INTERNAL with a generic message, its detail
+ * going only to the log.
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  Metadata,
+  status,
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type StatusObject,
+} from '@grpc/grpc-js';
+import { GRPCCancelledError, GRPCDeadlineExceededError, GRPCUnavailableError } from 'etcd3';
+import type { Logger } from 'pino';
+import {
+  AbortedError,
+  AlreadyExistsError,
+  CitadelError,
+  ConflictError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  NotLeaderError,
+  OutOfRangeError,
+  PermissionDeniedError,
+  QuotaExceededError,
+  UnauthenticatedError,
+  UnavailableError,
+} from '../../common/errors.js';
+import type { ApiKeyTable } from '../auth/api-keys.js';
+import type { Authenticator, Principal } from '../auth/authentication.js';
+import { authorize, type RpcName } from '../auth/authorization.js';
+import { AuthThrottledError } from '../auth/auth-failures.js';
+import type { Metrics } from '../metrics.js';
+import { peerIdentity } from '../tls/peer-certificate.js';
+import { Tx, type Store } from '../store/store.js';
+import type { UserTable } from '../auth/users.js';
+
+export type { Principal };
+
+export interface RpcContext {
+  principal: Principal;
+}
+
+const CODE_OF: [new (...args: never[]) => CitadelError, status][] = [
+  [InvalidArgumentError, status.INVALID_ARGUMENT],
+  [NotFoundError, status.NOT_FOUND],
+  [AlreadyExistsError, status.ALREADY_EXISTS],
+  [AbortedError, status.ABORTED],
+  [ConflictError, status.ABORTED],
+  [FailedPreconditionError, status.FAILED_PRECONDITION],
+  [UnauthenticatedError, status.UNAUTHENTICATED],
+  [PermissionDeniedError, status.PERMISSION_DENIED],
+  [QuotaExceededError, status.RESOURCE_EXHAUSTED],
+  [OutOfRangeError, status.OUT_OF_RANGE],
+  [NotLeaderError, status.UNAVAILABLE],
+  [UnavailableError, status.UNAVAILABLE],
+];
+
+/** Translates any thrown value into a gRPC status; logs what the client must not see. */
+export function toStatus(err: unknown, logger: Logger, method: string): Partial<StatusObject> {
+  const metadata = new Metadata();
+  if (err instanceof CitadelError) {
+    const code = CODE_OF.find(([cls]) => err instanceof cls)?.[1] ?? status.INTERNAL;
+    if (err.retryable) metadata.set('citadel-retryable', 'true');
+    if (err instanceof AuthThrottledError) metadata.set('retry-after-ms', String(err.retryAfterMs));
+    if (code !== status.INTERNAL) return { code, details: err.message, metadata };
+  }
+  if (
+    err instanceof GRPCUnavailableError ||
+    err instanceof GRPCDeadlineExceededError ||
+    err instanceof GRPCCancelledError
+  ) {
+    // etcd could not be reached or timed out: the call may succeed on retry. Any other etcd
+    // error (too large, invalid, data loss) is INTERNAL below: retrying would not help.
+    logger.warn({ err, method }, 'etcd unavailable');
+    metadata.set('citadel-retryable', 'true');
+    return { code: status.UNAVAILABLE, details: 'the store is unavailable; retry later', metadata };
+  }
+  const incident = randomUUID();
+  logger.error({ err, method, incident }, 'internal error');
+  return { code: status.INTERNAL, details: `internal error (incident ${incident})`, metadata };
+}
+
+export interface RpcDeps {
+  authenticator: Authenticator;
+  apiKeys: ApiKeyTable;
+  users: UserTable;
+  store: Store;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+/** Checks the role's permission for `rpc`; a refusal is audited before it is thrown. */
+function authorizeCall(deps: RpcDeps, principal: Principal, rpc: RpcName): void {
+  try {
+    authorize(principal.user, rpc);
+  } catch (err) {
+    const tx = new Tx().record({
+      eventType: 'authorization_failure',
+      action: rpc,
+      result: 'failure',
+      userId: principal.userId,
+      ipAddress: principal.ipAddress,
+      details: { role: principal.role },
+    });
+    deps.store.commit(tx).catch((e: unknown) => {
+      deps.logger.warn({ err: e }, 'could not audit an authorization failure');
+    });
+    throw err;
+  }
+}
+
+/** Authenticates the caller of `call` and checks its permission for `method`. */
+async function admit(deps: RpcDeps, call: AuthenticatedCall, method: RpcName): Promise<Principal> {
+  const principal = await deps.authenticator.authenticate(
+    call.metadata,
+    call.getPeer(),
+    peerIdentity(call),
+  );
+  authorizeCall(deps, principal, method);
+  return principal;
+}
+
+/** What the wrappers need of a call to authenticate its caller. */
+export type AuthenticatedCall = Pick<ServerUnaryCall<unknown, unknown>, 'metadata' | 'getPeer'> & {
+  getAuthContext(): ReturnType<ServerUnaryCall<unknown, unknown>['getAuthContext']>;
+};
+
+/** Proves who the caller is, or throws (UnauthenticatedError and the like). */
+export type Admission<P> = (call: AuthenticatedCall) => Promise<P>;
+
+/**
+ * Wraps a unary handler: `admission` runs first (a refusal never reaches the handler), then
+ * the handler; metrics are recorded and errors translated once, here.
+ */
+export function unaryWith<P, Req, Res>(
+  deps: Pick<RpcDeps, 'logger' | 'metrics'>,
+  method: string,
+  admission: Admission<P>,
+  handler: (request: Req, ctx: { principal: P }, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
+): handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    const end = deps.metrics.rpcSeconds.startTimer({ method });
+    const done = (err: Partial<StatusObject> | null, res?: Res) => {
+      end();
+      deps.metrics.rpcTotal.inc({ method, code: status[err?.code ?? status.OK] });
+      if (err) callback(err);
+      else callback(null, res);
+    };
+    admission(call).then(
+      (principal) =>
+        handler(call.request, { principal }, call).then(
+          (res) => done(null, res),
+          (err: unknown) => done(toStatus(err, deps.logger, method)),
+        ),
+      (err: unknown) => {
+        deps.logger.info({ method, peer: call.getPeer() }, 'call refused');
+        done(toStatus(err, deps.logger, method));
+      },
+    );
+  };
+}
+
+/** Wraps a server-streaming handler the same way; the handler resolves when the stream ends. */
+export function serverStreamWith<P, Req, Res>(
+  deps: Pick<RpcDeps, 'logger' | 'metrics'>,
+  method: string,
+  admission: Admission<P>,
+  handler: (
+    request: Req,
+    ctx: { principal: P },
+    call: ServerWritableStream<Req, Res>,
+  ) => Promise<void>,
+): handleServerStreamingCall<Req, Res> {
+  return (call) => {
+    const finish = (err: unknown) => {
+      const s = toStatus(err, deps.logger, method);
+      deps.metrics.rpcTotal.inc({ method, code: status[s.code ?? status.INTERNAL] });
+      call.emit('error', s);
+    };
+    admission(call).then(
+      (principal) =>
+        handler(call.request, { principal }, call).then(() => {
+          deps.metrics.rpcTotal.inc({ method, code: 'OK' });
+          call.end();
+        }, finish),
+      finish,
+    );
+  };
+}
+
+/** A unary handler of the user-facing API: authenticated and authorized for `method`. */
+export function unary<Req, Res>(
+  deps: RpcDeps,
+  method: RpcName,
+  handler: (request: Req, ctx: RpcContext, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
+): handleUnaryCall<Req, Res> {
+  return unaryWith(deps, method, (call) => admit(deps, call, method), handler);
+}
+
+/** A server-streaming handler of the user-facing API, admitted like `unary`. */
+export function serverStream<Req, Res>(
+  deps: RpcDeps,
+  method: RpcName,
+  handler: (request: Req, ctx: RpcContext, call: ServerWritableStream<Req, Res>) => Promise<void>,
+): handleServerStreamingCall<Req, Res> {
+  return serverStreamWith(deps, method, (call) => admit(deps, call, method), handler);
+}
