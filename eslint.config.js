@@ -1,6 +1,46 @@
-// Lint: typed rules for src and tests; generated code is ignored.
+// Lint: typed rules for src and tests; generated code is ignored; the import order of the
+// roles and of the server's areas (docs/architecture.md) is enforced here.
 import tseslint from 'typescript-eslint';
-import importX from 'eslint-plugin-import-x';
+import importX, { createNodeResolver } from 'eslint-plugin-import-x';
+
+/**
+ * The server's areas from the bottom of the stack up: an area imports only from areas before it
+ * (and from common/, gen/ and the leaf server/metrics.ts). Folders listed here that do not exist
+ * yet are places kept for the subsystems to come.
+ */
+const AREAS = [
+  'store',
+  'crypto',
+  'tls',
+  'api',
+  'auth',
+  'workers',
+  'secrets',
+  'audit',
+  'tasks',
+  'admin',
+  'cluster',
+  'privacy',
+  'incidents',
+];
+/** The composition files at the top of server/: no area imports them. */
+const TOP = ['main.ts', 'server.ts', 'server-options.ts'].map((f) => `./server/${f}`);
+
+const layerZones = AREAS.map((area, i) => ({
+  target: `./server/${area}`,
+  from: [...AREAS.slice(i + 1).map((a) => `./server/${a}`), ...TOP],
+  message: `server/${area}/ sits below this area: see the map in docs/architecture.md.`,
+}));
+// store/ is the bottom of the server: it imports nothing of server/ outside itself.
+layerZones[0].from.push('./server/metrics.ts');
+
+const roleZones = [
+  { target: './server', from: ['./agent', './cli', './web'] },
+  { target: './agent', from: ['./server', './cli', './web'] },
+  { target: './cli', from: ['./server', './agent', './web'] },
+  { target: './web', from: ['./server', './agent', './cli'] },
+  { target: './common', from: ['./server', './agent', './cli', './web'] },
+].map((z) => ({ ...z, message: 'roles never import each other: share code through common/.' }));
 
 export default tseslint.config(
   { ignores: ['gen/**', 'dist/**', 'node_modules/**', 'eslint.config.js'] },
@@ -10,6 +50,16 @@ export default tseslint.config(
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
     plugins: { 'import-x': importX },
+    settings: {
+      // Sources import `./x.js` for `./x.ts` (ESM): resolve as TypeScript does, or the import
+      // rules see no file and check nothing.
+      'import-x/resolver-next': [
+        createNodeResolver({
+          extensions: ['.ts', '.js', '.json', '.node'],
+          extensionAlias: { '.js': ['.ts', '.js'] },
+        }),
+      ],
+    },
     rules: {
       '@typescript-eslint/no-floating-promises': [
         'error',
@@ -26,6 +76,7 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
       '@typescript-eslint/only-throw-error': 'error',
       'import-x/no-cycle': 'error',
+      'import-x/no-restricted-paths': ['error', { zones: [...layerZones, ...roleZones] }],
       'no-restricted-properties': [
         'error',
         { object: 'describe', property: 'only', message: 'No .only in tests.' },

@@ -1,6 +1,7 @@
 /**
  * Domain errors shared by the server, the agent and the CLI. Each maps to exactly one gRPC
- * status code at the RPC boundary (server/rpc.ts); anything else becomes INTERNAL there.
+ * status code at the RPC boundary (`CODE_OF` in server/api/rpc.ts); anything else becomes
+ * INTERNAL there.
  */
 
 /** Base class: every Citadel error has a stable name, an optional cause and a retry hint. */
@@ -69,6 +70,25 @@ export class NotLeaderError extends CitadelError {
 export class UnavailableError extends CitadelError {
   override readonly retryable = true;
 }
+
+/**
+ * Too many failed authentications from one peer or with one credential: refused for a while.
+ * The boundary tells the client when to retry (`retry-after-ms` metadata).
+ */
+export class AuthThrottledError extends QuotaExceededError {
+  constructor(readonly retryAfterMs: number) {
+    super(
+      `too many failed authentication attempts; retry after ${Math.ceil(retryAfterMs / 1000)} s`,
+    );
+  }
+}
+
+/**
+ * A sealed record could not be opened: unknown key id, truncated, or failed authentication
+ * (wrong key, wrong associated data, or tampered). Never a client's fault: the boundary answers
+ * INTERNAL with an incident id and logs the detail.
+ */
+export class DecryptError extends CitadelError {}
 
 /** Configuration given to a binary is invalid. `field` names the flag or config key. */
 export class ConfigError extends CitadelError {

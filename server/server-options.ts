@@ -4,6 +4,9 @@
  */
 import { constants as fsConstants, accessSync, statSync } from 'node:fs';
 import { ConfigError } from '../common/errors.js';
+import { parseHostPort } from './api/host-port.js';
+
+export { parseHostPort };
 
 export interface ServerOptions {
   /** Folder for the embedded etcd, the master key, ca.crt and admin.key. @default ".citadel" */
@@ -79,14 +82,6 @@ export interface ServerOptions {
 export type ServerOptionsInput = Partial<ServerOptions>;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-
-/** Parses "host:port" ("[::1]:7443" for IPv6); port 0 picks a free port. */
-export function parseHostPort(value: string, field: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new ConfigError(field, `${JSON.stringify(value)} is not host:port`);
-  return { host: (m[1] ?? m[2])!, port };
-}
 
 function intInRange(value: number, field: string, min: number, max: number): number {
   if (!Number.isInteger(value) || value < min || value > max) {

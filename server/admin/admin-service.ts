@@ -15,18 +15,13 @@ import type { ApiKey } from '../../gen/citadel/v1/admin.js';
 import type { AdminServiceServer } from '../../gen/citadel/v1/admin_service.js';
 import { generateApiKey, type ApiKeyRecord } from '../auth/api-keys.js';
 import { keys } from '../store/keys.js';
+import { retryOnConflict } from '../store/retry-on-conflict.js';
 import { configChange, description } from './admin-common.js';
-import { unary, type Principal } from '../api/rpc.js';
+import { unary, type Principal } from '../auth/admission.js';
 import { workerAdmin, type WorkerAdminDeps } from './worker-admin.js';
 import { Tx, type AuditEvent, type Store, type Versioned } from '../store/store.js';
-import {
-  UPDATABLE_USER_PATHS,
-  userSettings,
-  userToProto,
-  validateRole,
-  validateUserId,
-  type UserRecord,
-} from '../auth/users.js';
+import { validateUserId, type UserRecord } from '../auth/users.js';
+import { UPDATABLE_USER_PATHS, userSettings, userToProto, validateRole } from './user-settings.js';
 
 const ALL_USER_PATHS = UPDATABLE_USER_PATHS.filter((p) => p !== 'role');
 
@@ -56,22 +51,17 @@ export function adminService(deps: WorkerAdminDeps): AdminServiceServer {
     action: string,
     change: (u: UserRecord) => UserRecord,
     details: AuditEvent['details'] = {},
-  ): Promise<UserRecord> => {
-    for (let i = 0; ; i++) {
+  ): Promise<UserRecord> =>
+    retryOnConflict(async () => {
       const current = await readUser(id);
       const next = { ...change(current.value), updatedAt: Date.now() };
       const tx = new Tx()
         .expect(current.key, current.modRevision)
         .putJson(current.key, next)
         .record(configChange(principal, action, { user: id, ...details }));
-      try {
-        await store.commit(tx);
-        return next;
-      } catch (err) {
-        if (!(err instanceof ConflictError) || i >= 5) throw err;
-      }
-    }
-  };
+      await store.commit(tx);
+      return next;
+    });
 
   return {
     ...workerAdmin(deps),

@@ -19,15 +19,21 @@ import {
   tokenToProto,
   type BootstrapTokenRecord,
 } from '../workers/bootstrap-tokens.js';
-import { identityUri, type CertRecord, type CertRegistry } from '../auth/cert-registry.js';
+import type { CertRecord, CertRegistry } from '../auth/cert-registry.js';
+import { identityUri } from '../tls/identity-uri.js';
 import { keys } from '../store/keys.js';
-import { unary, type RpcDeps } from '../api/rpc.js';
+import { unary, type RpcDeps } from '../auth/admission.js';
 import { Tx } from '../store/store.js';
 import { caFingerprint, issueClientCert, type CaMaterial } from '../tls/ca.js';
 import { verifyCsr } from '../tls/csr.js';
 import type { WorkerLiveness } from '../workers/worker-liveness.js';
 import { endWorker } from '../workers/worker-retirement.js';
-import { readWorker, workerToProto, type WorkerRecord, type WorkerTable } from '../workers/worker-table.js';
+import {
+  readWorker,
+  workerToProto,
+  type WorkerRecord,
+  type WorkerTable,
+} from '../workers/worker-table.js';
 import { validateUserId, type UserRecord } from '../auth/users.js';
 
 export interface WorkerAdminDeps extends RpcDeps {

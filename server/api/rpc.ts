@@ -1,8 +1,8 @@
 /**
- * The RPC boundary: every handler is wrapped here, once. The wrapper authenticates the caller
- * (or fails UNAUTHENTICATED before the handler runs), records metrics, and translates domain
- * errors to gRPC statuses; anything unknown becomes INTERNAL with a generic message, its detail
- * going only to the log.
+ * The RPC boundary: every handler is wrapped here, once. The wrapper runs the call's admission
+ * (who the caller is: auth/admission.ts for the public API, the worker certificate on the worker
+ * endpoint) before the handler, records metrics, and translates domain errors to gRPC statuses;
+ * anything unknown becomes INTERNAL with a generic message, its detail going only to the log.
  */
 import { randomUUID } from 'node:crypto';
 import {
@@ -19,7 +19,9 @@ import type { Logger } from 'pino';
 import {
   AbortedError,
   AlreadyExistsError,
+  AuthThrottledError,
   CitadelError,
+  DecryptError,
   ConflictError,
   FailedPreconditionError,
   InvalidArgumentError,
@@ -31,20 +33,7 @@ import {
   UnauthenticatedError,
   UnavailableError,
 } from '../../common/errors.js';
-import type { ApiKeyTable } from '../auth/api-keys.js';
-import type { Authenticator, Principal } from '../auth/authentication.js';
-import { authorize, type RpcName } from '../auth/authorization.js';
-import { AuthThrottledError } from '../auth/auth-failures.js';
 import type { Metrics } from '../metrics.js';
-import { peerIdentity } from '../tls/peer-certificate.js';
-import { Tx, type Store } from '../store/store.js';
-import type { UserTable } from '../auth/users.js';
-
-export type { Principal };
-
-export interface RpcContext {
-  principal: Principal;
-}
 
 const CODE_OF: [new (...args: never[]) => CitadelError, status][] = [
   [InvalidArgumentError, status.INVALID_ARGUMENT],
@@ -59,6 +48,9 @@ const CODE_OF: [new (...args: never[]) => CitadelError, status][] = [
   [OutOfRangeError, status.OUT_OF_RANGE],
   [NotLeaderError, status.UNAVAILABLE],
   [UnavailableError, status.UNAVAILABLE],
+  // A record that fails authentication is our fault (or tampering), never the caller's: it
+  // pages operators, and the caller learns only the incident id.
+  [DecryptError, status.INTERNAL],
 ];
 
 /** Translates any thrown value into a gRPC status; logs what the client must not see. */
@@ -86,44 +78,10 @@ export function toStatus(err: unknown, logger: Logger, method: string): Partial<
   return { code: status.INTERNAL, details: `internal error (incident ${incident})`, metadata };
 }
 
-export interface RpcDeps {
-  authenticator: Authenticator;
-  apiKeys: ApiKeyTable;
-  users: UserTable;
-  store: Store;
+/** What the boundary needs: where to log and what to count. */
+export interface BoundaryDeps {
   logger: Logger;
   metrics: Metrics;
-}
-
-/** Checks the role's permission for `rpc`; a refusal is audited before it is thrown. */
-function authorizeCall(deps: RpcDeps, principal: Principal, rpc: RpcName): void {
-  try {
-    authorize(principal.user, rpc);
-  } catch (err) {
-    const tx = new Tx().record({
-      eventType: 'authorization_failure',
-      action: rpc,
-      result: 'failure',
-      userId: principal.userId,
-      ipAddress: principal.ipAddress,
-      details: { role: principal.role },
-    });
-    deps.store.commit(tx).catch((e: unknown) => {
-      deps.logger.warn({ err: e }, 'could not audit an authorization failure');
-    });
-    throw err;
-  }
-}
-
-/** Authenticates the caller of `call` and checks its permission for `method`. */
-async function admit(deps: RpcDeps, call: AuthenticatedCall, method: RpcName): Promise<Principal> {
-  const principal = await deps.authenticator.authenticate(
-    call.metadata,
-    call.getPeer(),
-    peerIdentity(call),
-  );
-  authorizeCall(deps, principal, method);
-  return principal;
 }
 
 /** What the wrappers need of a call to authenticate its caller. */
@@ -139,7 +97,7 @@ export type Admission<P> = (call: AuthenticatedCall) => Promise<P>;
  * the handler; metrics are recorded and errors translated once, here.
  */
 export function unaryWith<P, Req, Res>(
-  deps: Pick<RpcDeps, 'logger' | 'metrics'>,
+  deps: BoundaryDeps,
   method: string,
   admission: Admission<P>,
   handler: (request: Req, ctx: { principal: P }, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
@@ -168,7 +126,7 @@ export function unaryWith<P, Req, Res>(
 
 /** Wraps a server-streaming handler the same way; the handler resolves when the stream ends. */
 export function serverStreamWith<P, Req, Res>(
-  deps: Pick<RpcDeps, 'logger' | 'metrics'>,
+  deps: BoundaryDeps,
   method: string,
   admission: Admission<P>,
   handler: (
@@ -192,22 +150,4 @@ export function serverStreamWith<P, Req, Res>(
       finish,
     );
   };
-}
-
-/** A unary handler of the user-facing API: authenticated and authorized for `method`. */
-export function unary<Req, Res>(
-  deps: RpcDeps,
-  method: RpcName,
-  handler: (request: Req, ctx: RpcContext, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
-): handleUnaryCall<Req, Res> {
-  return unaryWith(deps, method, (call) => admit(deps, call, method), handler);
-}
-
-/** A server-streaming handler of the user-facing API, admitted like `unary`. */
-export function serverStream<Req, Res>(
-  deps: RpcDeps,
-  method: RpcName,
-  handler: (request: Req, ctx: RpcContext, call: ServerWritableStream<Req, Res>) => Promise<void>,
-): handleServerStreamingCall<Req, Res> {
-  return serverStreamWith(deps, method, (call) => admit(deps, call, method), handler);
 }

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { QuotaExceededError } from '../../common/errors.js';
+import { AuthThrottledError } from '../../common/errors.js';
 import { Tx, type Store } from '../store/store.js';
 
 export interface AuthFailureOptions {
@@ -26,14 +26,6 @@ interface Window {
 const MAX_TRACKED = 10_000;
 
 /** A failed attempt, answered with RESOURCE_EXHAUSTED once its peer or credential is throttled. */
-export class AuthThrottledError extends QuotaExceededError {
-  constructor(readonly retryAfterMs: number) {
-    super(
-      `too many failed authentication attempts; retry after ${Math.ceil(retryAfterMs / 1000)} s`,
-    );
-  }
-}
-
 export class AuthFailureGuard {
   private readonly windows = new Map<string, Window>();
 

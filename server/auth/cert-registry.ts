@@ -8,8 +8,7 @@ import type { Logger } from 'pino';
 import { keys } from '../store/keys.js';
 import type { Store, Tx, Versioned } from '../store/store.js';
 import { WatchedTable } from '../store/watched-table.js';
-
-export type CertKind = 'worker' | 'service';
+import type { CertKind } from '../tls/identity-uri.js';
 
 export interface CertRecord {
   /** Lowercase hex. */
@@ -21,17 +20,6 @@ export interface CertRecord {
   notAfter: number;
   revokedAt?: number;
   revokeReason?: string;
-}
-
-/** The URI SAN naming a certificate's holder. */
-export function identityUri(kind: CertKind, subject: string): string {
-  return `citadel://${kind}/${subject}`;
-}
-
-/** Splits a `citadel://worker/<id>` or `citadel://service/<id>` URI. */
-export function parseIdentityUri(uri: string): { kind: CertKind; subject: string } | undefined {
-  const m = /^citadel:\/\/(worker|service)\/([A-Za-z0-9._@-]{1,63})$/.exec(uri);
-  return m ? { kind: m[1] as CertKind, subject: m[2]! } : undefined;
 }
 
 export class CertRegistry extends WatchedTable<CertRecord> {

@@ -5,10 +5,10 @@
  */
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ConfigError, ConflictError } from '../../common/errors.js';
+import { ConfigError, ConflictError, DecryptError } from '../../common/errors.js';
 import { randomBase32 } from '../../common/ids.js';
 import { generateApiKey, type ApiKeyRecord } from '../auth/api-keys.js';
-import { DecryptError, Keyring, generateKey, unwrapDataKey, wrapDataKey } from '../crypto/sealer.js';
+import { Keyring, generateKey, unwrapDataKey, wrapDataKey } from '../crypto/sealer.js';
 import { keys } from '../store/keys.js';
 import { BOOTSTRAP_ADMIN, type UserRecord } from '../auth/users.js';
 import { Tx, type Store } from '../store/store.js';

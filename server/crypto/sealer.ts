@@ -10,7 +10,7 @@
  * the caller's AAD, so neither the record identity nor the key id can be swapped undetected.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { InvalidArgumentError } from '../../common/errors.js';
+import { DecryptError, InvalidArgumentError } from '../../common/errors.js';
 
 const VERSION = 1;
 const KEY_BYTES = 32;
@@ -19,17 +19,6 @@ const TAG_BYTES = 16;
 const MAX_KID_BYTES = 255;
 /** Printable ASCII without space: kids end up in headers, logs and etcd keys. */
 const KID_PATTERN = /^[\x21-\x7e]+$/;
-
-/**
- * A sealed record could not be opened: unknown key id, unsupported version, truncated input,
- * wrong AAD or tampering. The message never contains plaintext or key material.
- */
-export class DecryptError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'DecryptError';
-  }
-}
 
 /** Returns 32 fresh random bytes, suitable as a data key or master key. */
 export function generateKey(): Buffer {

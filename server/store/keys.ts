@@ -2,7 +2,9 @@
  * The etcd key layout (docs/architecture.md, "etcd key layout"): every key the server reads or
  * writes is built here, relative to the cluster prefix, so the layout has one source of truth.
  */
-import type { PriorityRank } from '../tasks/records.js';
+
+/** 1 high, 2 medium, 3 low: the queue key's priority digit, so range order is dispatch order. */
+export type PriorityRank = 1 | 2 | 3;
 
 /** Keys relative to the store prefix. */
 export const keys = {

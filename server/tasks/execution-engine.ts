@@ -3,10 +3,15 @@
  * each one etcd transaction with compares on what it read; reports are checked against the
  * attempt's fencing token. The state machine is in docs/architecture.md.
  */
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../../common/errors.js';
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+} from '../../common/errors.js';
 import { parseExecutionId } from '../../common/ids.js';
 import { retryDelayMs } from './backoff.js';
-import { cancelInTx, newExecution, retryOnConflict, SCHEDULER_ACTOR } from './execution-ops.js';
+import { cancelInTx, newExecution, SCHEDULER_ACTOR } from './execution-ops.js';
+import { retryOnConflict } from '../store/retry-on-conflict.js';
 import { keys } from '../store/keys.js';
 import {
   isTerminal,

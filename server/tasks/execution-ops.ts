@@ -1,9 +1,8 @@
 /**
  * Building blocks shared by the task and execution engines: adding a run or a cancellation to
- * a transaction, reading a task's active executions, and retrying on lost compares.
+ * a transaction, reading a task's active executions.
  */
 import { executionId } from '../../common/ids.js';
-import { ConflictError } from '../../common/errors.js';
 import { keys } from '../store/keys.js';
 import { isTerminal, type ExecutionRecord, type TaskRecord, type Trigger } from './records.js';
 import type { Actor, Store, Tx, Versioned } from '../store/store.js';
@@ -22,19 +21,6 @@ export const MAX_ACTIVE_EXECUTIONS = 1000;
 
 /** The leader's identity for audit records. */
 export const SCHEDULER_ACTOR: Actor = { userId: 'system:scheduler' };
-
-const MAX_CONFLICT_RETRIES = 8;
-
-/** Runs `fn` again when a compare-and-swap lost to a concurrent change. */
-export async function retryOnConflict<T>(fn: () => Promise<T>): Promise<T> {
-  for (let i = 0; ; i++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (!(err instanceof ConflictError) || i >= MAX_CONFLICT_RETRIES) throw err;
-    }
-  }
-}
 
 /** Adds a new run (attempt 1) of `task` due at `at` to `tx`, mutating `task`. */
 export function addRun(

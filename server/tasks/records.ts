@@ -18,9 +18,9 @@ import {
 import { durationToProto } from '../../common/duration.js';
 import { EXECUTION_STATE_BY_NAME, type ExecutionStateName } from '../../common/execution-states.js';
 import type { Keyring } from '../crypto/sealer.js';
+import type { PriorityRank } from '../store/keys.js';
 
-/** 1 high, 2 medium, 3 low: the queue key's priority digit, so range order is dispatch order. */
-export type PriorityRank = 1 | 2 | 3;
+export type { PriorityRank };
 
 export type OverlapMode = 'allow' | 'forbid' | 'replace';
 export type MissedMode = 'skip' | 'catch_up_once';

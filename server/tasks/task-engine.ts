@@ -20,10 +20,10 @@ import {
   cancelInTx,
   MAX_ACTIVE_EXECUTIONS,
   readActive,
-  retryOnConflict,
   SCHEDULER_ACTOR,
   TXN_BATCH,
 } from './execution-ops.js';
+import { retryOnConflict } from '../store/retry-on-conflict.js';
 import { keys } from '../store/keys.js';
 import { openPayload, sealPayload, type ExecutionRecord, type TaskRecord } from './records.js';
 import { Tx, type Actor, type Fence, type Store, type Versioned } from '../store/store.js';

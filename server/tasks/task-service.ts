@@ -30,7 +30,7 @@ import {
   type TaskRecord,
 } from './records.js';
 import { canSeeTask } from '../auth/authorization.js';
-import { serverStream, unary, type Principal, type RpcDeps } from '../api/rpc.js';
+import { serverStream, unary, type Principal, type RpcDeps } from '../auth/admission.js';
 import type { Store, Versioned } from '../store/store.js';
 import type { ExecutionEngine } from './execution-engine.js';
 import type { TaskEngine } from './task-engine.js';

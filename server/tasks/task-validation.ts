@@ -6,6 +6,7 @@ import { CONTAINER_TASK_TYPE, containerSpec } from './container-task.js';
 import { createHash } from 'node:crypto';
 import { InvalidArgumentError } from '../../common/errors.js';
 import { durationFromProto } from '../../common/duration.js';
+import { validateLabels } from '../../common/labels.js';
 import {
   MissedRunPolicy,
   OverlapPolicy,
@@ -29,7 +30,6 @@ export const MAX_PAYLOAD_BYTES = 1024 * 1024;
 const SECOND = 1000;
 const DAY = 86_400_000;
 const TYPE_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-const LABEL_KEY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
 const IDEMPOTENCY_PATTERN = /^[\x21-\x7e]{1,128}$/;
 
 export const DEFAULT_TIMEOUT_MS = 3600 * SECOND;
@@ -138,29 +138,6 @@ export function validateRetry(r: RetryPolicy | undefined, field = 'task.retry_po
     throw new InvalidArgumentError(`${field}.jitter`, 'must be between 0 and 1');
   }
   return { maxAttempts, initialBackoffMs, maxBackoffMs, multiplier, jitter: r.jitter };
-}
-
-export function validateLabels(
-  labels: Record<string, string>,
-  field = 'task.labels',
-): Record<string, string> {
-  const entries = Object.entries(labels);
-  if (entries.length > 32) throw new InvalidArgumentError(field, 'at most 32 labels');
-  for (const [k, v] of entries) {
-    if (!LABEL_KEY_PATTERN.test(k)) {
-      throw new InvalidArgumentError(
-        `${field}[${JSON.stringify(k)}]`,
-        'key must be 1-63 letters, digits, ".", "_", "/" or "-"',
-      );
-    }
-    if (v.length > 256) {
-      throw new InvalidArgumentError(
-        `${field}[${JSON.stringify(k)}]`,
-        'value is over 256 characters',
-      );
-    }
-  }
-  return { ...labels };
 }
 
 export function validateSchedule(task: Task, now: number, field = 'task'): Schedule {

@@ -5,7 +5,7 @@
  */
 import { X509Certificate, type KeyObject } from 'node:crypto';
 import type { AuthContext } from '@grpc/grpc-js/build/src/auth-context.js';
-import { parseIdentityUri, type CertKind } from '../auth/cert-registry.js';
+import { parseIdentityUri, type CertKind } from './identity-uri.js';
 
 /** A verified client certificate naming a Citadel identity. */
 export interface PeerCertificate {

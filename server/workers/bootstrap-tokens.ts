@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { InvalidArgumentError } from '../../common/errors.js';
 import { randomBase32, randomBase62 } from '../../common/ids.js';
 import type { BootstrapToken } from '../../gen/citadel/v1/worker.js';
-import { validateLabels } from '../tasks/task-validation.js';
+import { validateLabels } from '../../common/labels.js';
 
 export const BOOTSTRAP_TOKEN_PREFIX = 'cbt_';
 /** Longest a token may live. */

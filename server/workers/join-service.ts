@@ -5,7 +5,11 @@
  * token (compare on its revision), creates the worker and registers the certificate, with the
  * audit record. Every refusal goes through the AuthFailureGuard (audited, throttled per peer).
  */
-import { ConflictError, FailedPreconditionError, UnauthenticatedError } from '../../common/errors.js';
+import {
+  ConflictError,
+  FailedPreconditionError,
+  UnauthenticatedError,
+} from '../../common/errors.js';
 import type { JoinServiceServer } from '../../gen/citadel/v1/join_service.js';
 import type { AuthFailureGuard } from '../auth/auth-failures.js';
 import {
@@ -14,16 +18,18 @@ import {
   tokenProblem,
   type BootstrapTokenRecord,
 } from './bootstrap-tokens.js';
-import { identityUri, type CertRecord } from '../auth/cert-registry.js';
+import type { CertRecord } from '../auth/cert-registry.js';
+import { identityUri } from '../tls/identity-uri.js';
 import { keys } from '../store/keys.js';
 import { peerAddress } from '../tls/peer-certificate.js';
-import { unaryWith, type RpcDeps } from '../api/rpc.js';
-import { Tx } from '../store/store.js';
+import { unaryWith, type BoundaryDeps } from '../api/rpc.js';
+import { Tx, type Store } from '../store/store.js';
 import { issueClientCert, type CaMaterial } from '../tls/ca.js';
 import { verifyCsr } from '../tls/csr.js';
 import { newWorkerId, type WorkerRecord } from './worker-table.js';
 
-export interface JoinDeps extends Pick<RpcDeps, 'store' | 'logger' | 'metrics'> {
+export interface JoinDeps extends BoundaryDeps {
+  store: Store;
   failures: AuthFailureGuard;
   ca: CaMaterial;
   workerCertTtlMs: number;

@@ -7,7 +7,7 @@
 import { FailedPreconditionError } from '../../common/errors.js';
 import type { BootstrapTokenRecord } from './bootstrap-tokens.js';
 import { revokeInTx, type CertRecord } from '../auth/cert-registry.js';
-import { retryOnConflict } from '../tasks/execution-ops.js';
+import { retryOnConflict } from '../store/retry-on-conflict.js';
 import { keys } from '../store/keys.js';
 import { Tx, type AuditEvent, type Store } from '../store/store.js';
 import type { WorkerLiveness } from './worker-liveness.js';

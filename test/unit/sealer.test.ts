@@ -1,13 +1,8 @@
 // Unit tests for the AES-256-GCM envelope sealer: round trips, tamper detection, rotation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  DecryptError,
-  Keyring,
-  generateKey,
-  unwrapDataKey,
-  wrapDataKey,
-} from '../../server/crypto/sealer.js';
+import { DecryptError } from '../../common/errors.js';
+import { Keyring, generateKey, unwrapDataKey, wrapDataKey } from '../../server/crypto/sealer.js';
 
 const AAD = 'task/t_abc/payload';
 
