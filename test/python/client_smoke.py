@@ -1,6 +1,6 @@
 """Smoke test of a Python client generated from proto/citadel/v1 against a running server.
 
-Run by test/integration/python-client.test.ts, which generates the stubs with protoc +
+Run by test/integration/api-python-client.test.ts, which generates the stubs with protoc +
 grpc_python_plugin into a temp dir on PYTHONPATH. Environment:
   CITADEL_SERVER   host:port of the TLS endpoint, for example localhost:7443
   CITADEL_CA       path of the CA certificate (PEM) that signed the server certificate
