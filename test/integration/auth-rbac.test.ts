@@ -25,7 +25,11 @@ import {
   TaskServiceService,
   UpdateTaskRequest,
 } from '../../gen/citadel/v1/task_service.js';
-import { RPC_PERMISSIONS, ROLE_PERMISSIONS, type RpcName } from '../../server/auth/authorization.js';
+import {
+  RPC_PERMISSIONS,
+  ROLE_PERMISSIONS,
+  type RpcName,
+} from '../../server/auth/authorization.js';
 import { keys } from '../../server/store/keys.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
