@@ -20,7 +20,9 @@ import type { Metrics } from '../metrics.js';
 import { issueServerCert, type CaMaterial } from '../tls/ca.js';
 import { publicApiCredentials, workerEndpointCredentials } from '../tls/server-credentials.js';
 import { descriptorSet } from './descriptor-set.js';
+import { keepDuplicateHeaders } from './duplicate-headers.js';
 import { parseHostPort } from './host-port.js';
+import { withTolerantDecoding } from './request-decoding.js';
 
 /** A gRPC service and its handlers. */
 export interface ServiceRegistration {
@@ -101,8 +103,12 @@ export async function startListeners(
   const { ca, metrics, logger } = deps;
   const grpc = new Server({ 'grpc.max_receive_message_length': PUBLIC_MAX_RECEIVE });
   const workerGrpc = new Server({ 'grpc.max_receive_message_length': WORKER_MAX_RECEIVE });
-  for (const s of deps.publicServices) grpc.addService(s.definition, s.implementation);
-  for (const s of deps.workerServices) workerGrpc.addService(s.definition, s.implementation);
+  for (const s of deps.publicServices) {
+    grpc.addService(withTolerantDecoding(s.definition), s.implementation);
+  }
+  for (const s of deps.workerServices) {
+    workerGrpc.addService(withTolerantDecoding(s.definition), s.implementation);
+  }
   const checked = ['', ...deps.publicServices.filter((s) => s.health).map((s) => s.name)];
   const health = new HealthImplementation(
     Object.fromEntries(checked.map((name) => [name, 'NOT_SERVING'])),
@@ -122,6 +128,7 @@ export async function startListeners(
     credentials = publicApiCredentials(serving, ca.certPem);
   }
   const port = await bind(grpc, options.listen, '--listen', credentials);
+  keepDuplicateHeaders(grpc);
   let workerPort: number;
   let metricsServer: HttpServer | undefined;
   let metricsPort: number | undefined;

@@ -34,6 +34,7 @@ import {
   UnavailableError,
 } from '../../common/errors.js';
 import type { Metrics } from '../metrics.js';
+import { assertDecoded } from './request-decoding.js';
 
 const CODE_OF: [new (...args: never[]) => CitadelError, status][] = [
   [InvalidArgumentError, status.INVALID_ARGUMENT],
@@ -53,6 +54,19 @@ const CODE_OF: [new (...args: never[]) => CitadelError, status][] = [
   [DecryptError, status.INTERNAL],
 ];
 
+/**
+ * Longest status message sent: messages may quote what the caller sent, and many gRPC clients
+ * refuse response metadata over 8 KiB, which would hide the reason behind a transport error.
+ */
+export const MAX_DETAILS = 1024;
+
+/** `text` cut to MAX_DETAILS characters, saying how much was cut. */
+export function capDetails(text: string): string {
+  if (text.length <= MAX_DETAILS) return text;
+  const cut = `... (${text.length - MAX_DETAILS + 40} more characters)`;
+  return text.slice(0, MAX_DETAILS - 40) + cut;
+}
+
 /** Translates any thrown value into a gRPC status; logs what the client must not see. */
 export function toStatus(err: unknown, logger: Logger, method: string): Partial<StatusObject> {
   const metadata = new Metadata();
@@ -60,7 +74,7 @@ export function toStatus(err: unknown, logger: Logger, method: string): Partial<
     const code = CODE_OF.find(([cls]) => err instanceof cls)?.[1] ?? status.INTERNAL;
     if (err.retryable) metadata.set('citadel-retryable', 'true');
     if (err instanceof AuthThrottledError) metadata.set('retry-after-ms', String(err.retryAfterMs));
-    if (code !== status.INTERNAL) return { code, details: err.message, metadata };
+    if (code !== status.INTERNAL) return { code, details: capDetails(err.message), metadata };
   }
   if (
     err instanceof GRPCUnavailableError ||
@@ -112,10 +126,13 @@ export function unaryWith<P, Req, Res>(
     };
     admission(call).then(
       (principal) =>
-        handler(call.request, { principal }, call).then(
-          (res) => done(null, res),
-          (err: unknown) => done(toStatus(err, deps.logger, method)),
-        ),
+        Promise.resolve()
+          .then(() => assertDecoded(call.request))
+          .then(() => handler(call.request, { principal }, call))
+          .then(
+            (res) => done(null, res),
+            (err: unknown) => done(toStatus(err, deps.logger, method)),
+          ),
       (err: unknown) => {
         deps.logger.info({ method, peer: call.getPeer() }, 'call refused');
         done(toStatus(err, deps.logger, method));
@@ -143,10 +160,13 @@ export function serverStreamWith<P, Req, Res>(
     };
     admission(call).then(
       (principal) =>
-        handler(call.request, { principal }, call).then(() => {
-          deps.metrics.rpcTotal.inc({ method, code: 'OK' });
-          call.end();
-        }, finish),
+        Promise.resolve()
+          .then(() => assertDecoded(call.request))
+          .then(() => handler(call.request, { principal }, call))
+          .then(() => {
+            deps.metrics.rpcTotal.inc({ method, code: 'OK' });
+            call.end();
+          }, finish),
       finish,
     );
   };

@@ -95,6 +95,14 @@ export class Authenticator {
       }
       return this.service(identity.subject, identity.serial, ipAddress);
     }
+    if (values.length > 1) {
+      this.refuse(
+        ipAddress,
+        'none',
+        'ambiguous_credentials',
+        `${values.length} authorization metadata entries: send exactly one`,
+      );
+    }
     if (values.length !== 1 || typeof values[0] !== 'string') {
       this.refuse(
         ipAddress,
