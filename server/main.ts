@@ -1,15 +1,15 @@
 #!/usr/bin/env node
 /**
  * citadel-server entry point: compiles the options of the command line, the config file and the
- * environment (server-flags.ts), starts a replica, and shuts it down gracefully on SIGTERM /
+ * environment (options/option-flags.ts), starts a replica, and shuts it down gracefully on SIGTERM /
  * SIGINT.
  */
 import path from 'node:path';
 import { CitadelError } from '../common/errors.js';
 import { createLogger } from '../common/logger.js';
 import { CitadelServer } from './server.js';
-import { serverOptionsInput } from './server-flags.js';
-import { MASTER_KEY_ENV } from './server-option-table.js';
+import { serverOptionsInput } from './options/option-flags.js';
+import { MASTER_KEY_ENV } from './options/option-table.js';
 import { compileServerOptions } from './server-options.js';
 
 async function main(): Promise<void> {

@@ -1,21 +1,20 @@
 /**
  * Server options: applies the table's defaults and validates, once at start, into a readonly
- * object (server-option-table.ts declares the options). Only the binary's entry (server/main.ts
- * with server/server-flags.ts) reads flags, environment and the config file.
+ * object (options/option-table.ts declares the options). Only the binary's entry (server/main.ts
+ * with server/options/option-flags.ts) reads flags, environment and the config file.
  */
 import { constants as fsConstants, accessSync, statSync } from 'node:fs';
 import { ConfigError } from '../common/errors.js';
 import { parseHostPort } from './api/host-port.js';
-
-export { parseHostPort };
 import {
   SERVER_OPTION_ROWS,
   type OptionRow,
   type ServerOptions,
   type ServerOptionsInput,
-} from './server-option-table.js';
+} from './options/option-table.js';
 
-export type { ServerOptions, ServerOptionsInput } from './server-option-table.js';
+export type { ServerOptions, ServerOptionsInput } from './options/option-table.js';
+export { parseHostPort };
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 

@@ -6,15 +6,15 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
-import { formatDuration, parseDuration } from '../common/duration.js';
-import { ConfigError } from '../common/errors.js';
-import { productVersion } from '../common/version.js';
+import { formatDuration, parseDuration } from '../../common/duration.js';
+import { ConfigError } from '../../common/errors.js';
+import { productVersion } from '../../common/version.js';
 import {
   SERVER_OPTION_ROWS,
   type OptionKind,
   type OptionRow,
   type ServerOptionsInput,
-} from './server-option-table.js';
+} from './option-table.js';
 
 /** A row the command line and the config file can set. */
 type CliRow = Extract<OptionRow, { flag: string }>;

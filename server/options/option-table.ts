@@ -1,7 +1,8 @@
 /**
  * The table of citadel-server options: each option declared once (flag, config key, kind,
  * default, bounds, help), and the ServerOptions type derived from it. server-options.ts
- * validates against it; server-flags.ts derives the flags and config keys from it.
+ * validates against it; option-flags.ts derives the flags and config keys from it. The bottom
+ * of the server: it imports nothing of server/.
  */
 
 /** The environment variable holding the base64 master key; never a flag or config key. */

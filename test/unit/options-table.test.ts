@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { ConfigError, InvalidArgumentError } from '../../common/errors.js';
-import { parseConfig, serverOptionsInput } from '../../server/server-flags.js';
-import { SERVER_OPTION_ROWS } from '../../server/server-option-table.js';
+import { parseConfig, serverOptionsInput } from '../../server/options/option-flags.js';
+import { SERVER_OPTION_ROWS } from '../../server/options/option-table.js';
 import { compileServerOptions } from '../../server/server-options.js';
 
 // Literal values on purpose: these pin what users see, not what the option table says.
