@@ -1,8 +1,10 @@
 /**
  * Runs one execution in a sandboxed, throw-away Docker container: no network, read-only root,
- * a small noexec /tmp, memory / CPU / pids limits, no capabilities, an unprivileged user, capped
+ * a small noexec /tmp (and the same tmpfs, not a volume on the worker's disk, wherever the image
+ * declares a VOLUME), memory / CPU / pids limits, no capabilities, an unprivileged user, capped
  * output, a hard timeout and cancellation; and removes the containers it labelled but no longer
- * tracks (nomad's reconcile_dangling). Never pulls: images must already be on the worker.
+ * tracks (nomad's reconcile_dangling), each with its anonymous volumes. Never pulls: images must
+ * already be on the worker.
  */
 import { performance } from 'node:perf_hooks';
 
@@ -16,7 +18,13 @@ import {
 } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { OutputCapture } from './output-capture.js';
-import { containerConfig, containerName, LABELS, validateRunSpec } from './run-spec.js';
+import {
+  containerConfig,
+  containerName,
+  imageVolumePaths,
+  LABELS,
+  validateRunSpec,
+} from './run-spec.js';
 import type { RunResult, RunSpec, RunState } from './run-spec.js';
 
 export {
@@ -24,6 +32,7 @@ export {
   containerName,
   DEFAULT_IMAGE,
   DEFAULT_LIMITS,
+  imageVolumePaths,
   LABELS,
   validateRunSpec,
 } from './run-spec.js';
@@ -97,16 +106,24 @@ export class ContainerRunner {
     });
 
     if (signal?.aborted) return result('cancelled', 'cancelled before start');
-    if (!(await this.#imagePresent(spec.image))) {
+    const image = await this.#inspectImage(spec.image);
+    if (!image) {
       return result(
         'failed',
         `image ${spec.image} is not present on this worker; build or load it`,
       );
     }
+    // Each path where the image declares a VOLUME gets a capped tmpfs, or the image is refused:
+    // never a volume on the worker's disk (see imageVolumePaths).
+    const volumes = imageVolumePaths(image.Config.Volumes);
+    if (!volumes.ok) return result('failed', `image ${spec.image} ${volumes.reason}; refused`);
     const streams: Stream[] = [];
     let container: Dockerode.Container | undefined;
     try {
-      const c = (container = await this.#create(spec));
+      const c = (container = await this.#create(spec, {
+        id: image.Id,
+        volumePaths: volumes.paths,
+      }));
       // Both watched before the start, so no byte of output and no OOM is missed.
       const output: Stream = await dockerCall('attach', () =>
         c.attach({ stream: true, stdout: true, stderr: true }),
@@ -176,7 +193,8 @@ export class ContainerRunner {
 
   /**
    * Force-removes every container labelled for this worker whose execution is not in
-   * `tracked`, running or not. Add an execution to `tracked` before calling {@link run} for it.
+   * `tracked`, running or not, with its anonymous volumes. Add an execution to `tracked` before
+   * calling {@link run} for it.
    *
    * @returns the removed containers' execution ids.
    * @throws UnavailableError when the Docker engine cannot be reached.
@@ -253,21 +271,24 @@ export class ContainerRunner {
     return { stream, arrived, seen: () => seen };
   }
 
-  async #imagePresent(image: string): Promise<boolean> {
+  /** The image as the engine describes it; null when it is not on this worker. */
+  async #inspectImage(image: string): Promise<Dockerode.ImageInspectInfo | null> {
     try {
-      await dockerCall('inspect image', () => this.#docker.getImage(image).inspect());
-      return true;
+      return await dockerCall('inspect image', () => this.#docker.getImage(image).inspect());
     } catch (err) {
-      if (statusCodeOf(err) === 404) return false;
+      if (statusCodeOf(err) === 404) return null;
       throw err;
     }
   }
 
-  async #create(spec: RunSpec): Promise<Dockerode.Container> {
+  async #create(
+    spec: RunSpec,
+    image: Parameters<typeof containerConfig>[2],
+  ): Promise<Dockerode.Container> {
     const name = containerName(spec.executionId);
     try {
       return await dockerCall('create', () =>
-        this.#docker.createContainer(containerConfig(spec, this.#workerId)),
+        this.#docker.createContainer(containerConfig(spec, this.#workerId, image)),
       );
     } catch (err) {
       if (statusCodeOf(err) !== 409) throw err;
@@ -278,9 +299,13 @@ export class ContainerRunner {
     }
   }
 
+  /**
+   * Removes a container, running or not, with its anonymous volumes: those of run() have none,
+   * but a container an older agent left may have one holding a task's data on the worker's disk.
+   */
   async #remove(container: Dockerode.Container, executionId: string): Promise<void> {
     try {
-      await dockerCall('remove', () => container.remove({ force: true }));
+      await dockerCall('remove', () => container.remove({ v: true, force: true }));
     } catch (err) {
       if (statusCodeOf(err) === 404) return;
       // Not thrown: the run's outcome stands, and the next reconcile removes the container.

@@ -4,6 +4,7 @@
  * contract between the agent and the container runner. Pure.
  */
 import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
 
 import type { ContainerCreateOptions } from 'dockerode';
 
@@ -20,7 +21,10 @@ export const DEFAULT_LIMITS = Object.freeze({
   nanoCpus: 1_000_000_000,
   /** Processes and threads. @default 64 */
   pidsLimit: 64,
-  /** Size of /tmp, counted in the memory limit as it fills. @default 64 MiB */
+  /**
+   * Size of /tmp, and of each path where the image declares a volume; counted in the memory
+   * limit as they fill. @default 64 MiB
+   */
   tmpfsBytes: 64 * 1024 * 1024,
   /** Bytes kept per stream. @default 64 KiB */
   outputCapBytes: 64 * 1024,
@@ -87,7 +91,10 @@ export interface RunSpec {
   nanoCpus: number;
   /** Processes and threads in the container at once. */
   pidsLimit: number;
-  /** Size of the writable /tmp (noexec, nosuid); the root is read-only. */
+  /**
+   * Size of the writable /tmp (noexec, nosuid, nodev), and of each path where the image declares
+   * a volume (see {@link imageVolumePaths}); the root is read-only.
+   */
   tmpfsBytes: number;
   /** Bytes kept per stream (stdout, stderr); the rest is counted and dropped. */
   outputCapBytes: number;
@@ -166,14 +173,51 @@ export function containerName(executionId: string): string {
 }
 
 /**
+ * Where an image declares volumes (its Dockerfile's `VOLUME`, `Config.Volumes` of an image
+ * inspect), cleaned as Docker cleans them; or why the sandbox cannot cover one.
+ *
+ * Docker would give each such path an anonymous volume: a writable folder on the worker's disk,
+ * past the read-only root and the capped /tmp, that outlives the container. {@link containerConfig}
+ * mounts a size-capped tmpfs at each of these paths instead, and Docker creates no volume where a
+ * tmpfs is mounted. A path no tmpfs can be mounted at (relative, or `/`) refuses the image.
+ */
+export function imageVolumePaths(
+  // null for an image without volumes, whatever @types/dockerode says.
+  volumes: Readonly<Record<string, unknown>> | null | undefined,
+): { ok: true; paths: string[] } | { ok: false; reason: string } {
+  const paths = new Set<string>();
+  for (const declared of Object.keys(volumes ?? {})) {
+    // Go's filepath.Clean, which Docker applies before it matches a tmpfs to a volume path.
+    const clean = posix.normalize(declared).replace(/(.)\/+$/, '$1');
+    if (!posix.isAbsolute(clean) || clean === '/') {
+      return {
+        ok: false,
+        reason: `declares a volume at ${JSON.stringify(declared)}, where the sandbox cannot mount a size-capped tmpfs in its place`,
+      };
+    }
+    paths.add(clean);
+  }
+  return { ok: true, paths: [...paths].sort() };
+}
+
+/**
  * The sandbox, as Docker's create options: argv run directly (no shell, no entrypoint), as
  * "nobody", without network or capabilities, on a read-only root with a noexec /tmp, within the
- * spec's limits, labelled for reconcile.
+ * spec's limits, labelled for reconcile. Created from the inspected image's id, so the image
+ * checked is the image run, even if its name moves meanwhile; its volume paths
+ * ({@link imageVolumePaths}) get a tmpfs like /tmp's, so nothing a task writes reaches the
+ * worker's disk.
  */
-export function containerConfig(spec: RunSpec, workerId: string): ContainerCreateOptions {
+export function containerConfig(
+  spec: RunSpec,
+  workerId: string,
+  image: { id: string; volumePaths: readonly string[] },
+): ContainerCreateOptions {
+  // Each tmpfs is capped on its own; all of them together are also held by the memory limit.
+  const tmpfs = `rw,noexec,nosuid,nodev,size=${spec.tmpfsBytes}`;
   return {
     name: containerName(spec.executionId),
-    Image: spec.image,
+    Image: image.id,
     Entrypoint: [],
     Cmd: spec.argv,
     Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
@@ -191,7 +235,7 @@ export function containerConfig(spec: RunSpec, workerId: string): ContainerCreat
     HostConfig: {
       NetworkMode: 'none',
       ReadonlyRootfs: true,
-      Tmpfs: { '/tmp': `rw,noexec,nosuid,size=${spec.tmpfsBytes}` },
+      Tmpfs: Object.fromEntries(['/tmp', ...image.volumePaths].map((path) => [path, tmpfs])),
       Memory: spec.memoryBytes,
       MemorySwap: spec.memoryBytes,
       NanoCpus: spec.nanoCpus,

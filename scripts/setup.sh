@@ -2,10 +2,13 @@
 # Prepares this machine to build and test Citadel: Debian packages, a running dockerd, and
 # node_modules. Idempotent, and quick when everything is already in place.
 # Env: CITADEL_REQUIRE_DOCKER=1 makes a Docker engine that cannot start an error, not a warning.
+#      CI=true also removes from Docker what earlier Citadel runs left and rebuilds the task
+#      image (see "CI meets Docker as a fresh machine would" below); a developer's machine,
+#      without CI, keeps both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(etcd-server docker.io busybox-static protobuf-compiler libprotobuf-dev protobuf-compiler-grpc python3-grpcio)
+packages=(etcd-server docker.io busybox-static iproute2 protobuf-compiler libprotobuf-dev protobuf-compiler-grpc python3-grpcio)
 
 missing=()
 for package in "${packages[@]}"; do
@@ -67,9 +70,45 @@ if [[ ! -e node_modules/.package-lock.json || package-lock.json -nt node_modules
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-# The default task image, built locally (no registry is reachable); skipped when it exists.
+# CI meets Docker as a fresh machine would, so that what earlier runs left cannot hide a failure:
+# it removes every container labelled by the agent (org.citadel.managed=true, running or not),
+# with its anonymous volumes, and the images tests label org.citadel.test=true, and it rebuilds
+# the task image rather than trusting one an older script built. It assumes one Citadel build
+# at a time on this engine: a concurrent run's containers and test images go too.
+# What stays machine state (it may differ on a fresh machine; no test may rely on it):
+# - dockerd itself, never restarted here: version, /etc/docker/daemon.json, storage driver,
+#   cgroup version, iptables rules.
+# - the default bridge: its interface (docker0) and subnet, and whether the engine reports an
+#   IPAM gateway for it: a dockerd that created docker0 at its start reports the subnet only,
+#   one restarted on a host where docker0 kept its address reports the gateway too.
+# - anonymous volumes of containers removed without them (by agents that did not pass `v`):
+#   unlabelled, so they cannot be told from anyone else's; `docker volume ls -f dangling=true`.
+# - every other image, container, volume and network: Citadel does not use them.
+reset_citadel_docker() {
+  local containers images
+  containers=$(docker ps --all --quiet --filter label=org.citadel.managed=true)
+  if [[ -n $containers ]]; then
+    echo "setup: CI: removing $(wc -w <<<"$containers") container(s) left by earlier runs, with their volumes"
+    # shellcheck disable=SC2086 # one id per word
+    docker rm --force --volumes $containers >/dev/null
+  fi
+  images=$(docker image ls --quiet --filter label=org.citadel.test=true | sort -u)
+  if [[ -n $images ]]; then
+    echo "setup: CI: removing $(wc -w <<<"$images") test image(s) left by earlier runs"
+    # shellcheck disable=SC2086 # one id per word
+    docker image rm --force $images >/dev/null
+  fi
+}
+
+# The default task image, built locally (no registry is reachable); outside CI skipped when it
+# exists.
 if docker info >/dev/null 2>&1; then
-  bash scripts/build-task-image.sh || docker_problem "the task image could not be built"
+  rebuild=()
+  if [[ ${CI:-} == true ]]; then
+    reset_citadel_docker
+    rebuild=(--force)
+  fi
+  bash scripts/build-task-image.sh "${rebuild[@]}" || docker_problem "the task image could not be built"
 fi
 
 echo "setup: ok"

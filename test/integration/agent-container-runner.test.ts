@@ -1,7 +1,8 @@
 // The sandboxed container runtime against the real Docker engine and the real default image
 // (built by scripts/build-task-image.sh): exit codes, output caps, timeout, cancellation, OOM,
-// the pids limit, no network, a read-only root, an unprivileged user without capabilities, and
-// the reconciler. An unreachable engine fails the suite; it is never skipped.
+// the pids limit, no network, a read-only root, an unprivileged user without capabilities, an
+// image's VOLUME kept off the worker's disk, and the reconciler. An unreachable engine fails the
+// suite; it is never skipped.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -47,8 +48,41 @@ before(async () => {
   });
 });
 
+/**
+ * An image built on the default one that declares `VOLUME /data`, with /data writable by the task's
+ * user as an image made for it would have it. Built here, as no registry can be reached;
+ * labelled so CI removes one an interrupted run left (scripts/setup.sh).
+ */
+const VOLUME_IMAGE = `citadel/test-volume:${randomBytes(4).toString('hex')}`;
+
+/** Builds `tag` from the default image and `steps`, with no build context and no network. */
+async function buildOnDefaultImage(tag: string, steps: string[]): Promise<void> {
+  const dockerfile = [`FROM ${DEFAULT_IMAGE}`, ...steps, 'LABEL org.citadel.test=true'];
+  const build = promisify(execFile)('docker', [
+    'build',
+    '--quiet',
+    '--network=none',
+    '--force-rm',
+    '--tag',
+    tag,
+    '-',
+  ]);
+  build.child.stdin?.end(dockerfile.join('\n'));
+  await build;
+}
+
+before(async () => {
+  await buildOnDefaultImage(VOLUME_IMAGE, [
+    'USER 0:0',
+    'RUN mkdir -m 1777 /data',
+    'USER 65534:65534',
+    'VOLUME /data',
+  ]);
+});
+
 after(async () => {
   await runner.reconcile(new Set());
+  await docker.getImage(VOLUME_IMAGE).remove();
 });
 
 function spec(argv: string[], overrides: Partial<RunSpec> = {}): RunSpec {
@@ -79,6 +113,30 @@ async function runAndCheck(s: RunSpec, options?: Parameters<ContainerRunner['run
 }
 
 const text = (b: Buffer) => b.toString('utf8');
+
+/**
+ * The host's own IPv4 address on Docker's default bridge: the engine names the interface, the
+ * host gives its address. Not the network's IPAM gateway: a dockerd that created its bridge at
+ * this start reports only the subnet (the gateway shows after a restart that found the bridge
+ * with its address). Not os.networkInterfaces() either: it leaves out a link without carrier,
+ * which the bridge is while no container is attached.
+ */
+async function bridgeHostAddress(): Promise<string> {
+  const network = await docker.getNetwork('bridge').inspect();
+  const name: unknown = network.Options?.['com.docker.network.bridge.name'];
+  assert.ok(typeof name === 'string' && name !== '', 'the bridge network names its interface');
+  const { stdout } = await promisify(execFile)('ip', ['-json', '-4', 'addr', 'show', 'dev', name]);
+  const links = JSON.parse(stdout) as { addr_info?: { local?: string }[] }[];
+  const address = links[0]?.addr_info?.[0]?.local;
+  assert.ok(address, `the host has an IPv4 address on ${name}: ${stdout}`);
+  const subnet = network.IPAM?.Config?.[0]?.Subnet ?? '';
+  const [base = '', prefix = ''] = subnet.split('/');
+  assert.ok(net.isIPv4(base) && prefix !== '', `the bridge has an IPv4 subnet: ${subnet}`);
+  const inSubnet = new net.BlockList();
+  inSubnet.addSubnet(base, Number(prefix));
+  assert.ok(inSubnet.check(address), `${address} is in the bridge's subnet ${subnet}`);
+  return address;
+}
 
 function describeResult(r: RunResult): string {
   return JSON.stringify({ ...r, stdout: text(r.stdout), stderr: text(r.stderr) });
@@ -221,11 +279,7 @@ void describe('ContainerRunner.run', () => {
   });
 
   void test('no network: neither the host loopback nor the docker bridge is reachable', async () => {
-    // The bridge's gateway is the host's address on docker0 (a link that is down while no
-    // container uses it, which os.networkInterfaces() leaves out).
-    const bridgeNetwork = await docker.getNetwork('bridge').inspect();
-    const bridge = bridgeNetwork.IPAM?.Config?.[0]?.Gateway;
-    assert.ok(bridge, 'the docker bridge network has a gateway address');
+    const bridge = await bridgeHostAddress();
     const accepted: string[] = [];
     const listen = async (host: string) => {
       const server = net.createServer((socket) => {
@@ -275,6 +329,62 @@ void describe('ContainerRunner.run', () => {
     assert.match(out, /tmp=0\n/);
     assert.match(out, /exec=126\n/);
     assert.match(text(r.stderr), /Read-only file system/);
+  });
+
+  void test('an image VOLUME is a capped tmpfs, not a volume on the worker’s disk', async () => {
+    const s = spec(
+      [
+        'sh',
+        '-c',
+        [
+          'grep " /data " /proc/mounts',
+          'echo small >/data/small; echo "small=$?"',
+          'cat /data/small',
+          'head -c 100000000 /dev/zero >/data/big; echo "big=$?"',
+          'wc -c </data/big',
+          'cp /bin/busybox /data/b; /data/b true; echo "exec=$?"',
+        ].join('; '),
+      ],
+      { image: VOLUME_IMAGE },
+    );
+    let mounts: Promise<Dockerode.ContainerInspectInfo['Mounts']> | undefined;
+    const r = await runAndCheck(s, {
+      // While the container exists: what Docker mounted for it.
+      onStarted: () => {
+        mounts = docker
+          .getContainer(containerName(s.executionId))
+          .inspect()
+          .then((info) => info.Mounts);
+      },
+    });
+    const out = text(r.stdout);
+    const lines = out.split('\n');
+    assert.match(lines[0] ?? '', /^tmpfs \/data tmpfs \S*\bnosuid\b/, describeResult(r));
+    const size = `size=${DEFAULT_LIMITS.tmpfsBytes / 1024}k`;
+    assert.match(lines[0] ?? '', new RegExp(`\\bnodev\\b.*\\bnoexec\\b.*\\b${size}\\b`), lines[0]);
+    assert.deepEqual(lines.slice(1, 3), ['small=0', 'small'], 'a task can write to /data');
+    assert.match(out, /\nbig=1\n/, 'writing 100 MB into /data fails');
+    assert.match(text(r.stderr), /No space left on device/);
+    const written = Number(lines[4]);
+    assert.ok(written <= DEFAULT_LIMITS.tmpfsBytes, `${written} bytes fit in /data's cap`);
+    assert.match(out, /\nexec=126\n/, '/data is not executable');
+    assert.ok(mounts, 'the container was inspected while it ran');
+    const volumes = (await mounts).filter((m) => m.Type === 'volume');
+    assert.deepEqual(volumes, [], 'Docker created no volume for /data');
+  });
+
+  void test('an image VOLUME at a path no tmpfs can cover refuses the image', async () => {
+    // Docker gives a relative path a volume too, but refuses a tmpfs there.
+    const image = `citadel/test-volume-relative:${randomBytes(4).toString('hex')}`;
+    await buildOnDefaultImage(image, ['VOLUME data']);
+    try {
+      const r = await runAndCheck(spec(['true'], { image }));
+      assert.equal(r.state, 'failed', describeResult(r));
+      assert.equal(r.startedAt, null);
+      assert.match(r.message, /declares a volume at "data".*; refused$/);
+    } finally {
+      await docker.getImage(image).remove();
+    }
   });
 
   void test('output past the cap is truncated to the cap and flagged', async () => {
@@ -375,6 +485,29 @@ void describe('ContainerRunner.reconcile', () => {
     } finally {
       await other.remove({ force: true });
       await runner.reconcile(new Set());
+    }
+  });
+
+  void test('removes the anonymous volumes of the containers it removes', async () => {
+    // Created as an older agent would have, without a tmpfs at the image's VOLUME: Docker gives
+    // /data an anonymous volume on the worker's disk.
+    const executionId = `ex_volume_${randomBytes(4).toString('hex')}`;
+    const container = await docker.createContainer({
+      name: containerName(executionId),
+      Image: VOLUME_IMAGE,
+      Cmd: ['true'],
+      Labels: {
+        [LABELS.managed]: 'true',
+        [LABELS.worker]: workerId,
+        [LABELS.execution]: executionId,
+      },
+    });
+    const { Mounts } = await container.inspect();
+    const volumes = Mounts.filter((m) => m.Type === 'volume').map((m) => m.Name ?? '');
+    assert.equal(volumes.length, 1, `Docker gave /data a volume: ${JSON.stringify(Mounts)}`);
+    assert.deepEqual(await runner.reconcile(new Set()), [executionId]);
+    for (const name of volumes) {
+      await assert.rejects(docker.getVolume(name).inspect(), { statusCode: 404 }, name);
     }
   });
 });
