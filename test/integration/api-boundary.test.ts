@@ -51,13 +51,17 @@ function rawClient(port: number, caPem: string) {
 
 function unaryRaw(name: string, body: Buffer, key = ts.adminKey): Promise<ServiceError | null> {
   return new Promise((resolve) => {
-    raw[name]!(body, bearer(key), (err: ServiceError | null) => resolve(err));
+    raw[name]!(body, bearer(key), { deadline: Date.now() + 10_000 }, (err: ServiceError | null) =>
+      resolve(err),
+    );
   });
 }
 
 function streamRaw(name: string, body: Buffer): Promise<ServiceError | null> {
   return new Promise((resolve) => {
-    const call = raw[name]!(body, bearer(ts.adminKey)) as NodeJS.EventEmitter & {
+    const call = raw[name]!(body, bearer(ts.adminKey), {
+      deadline: Date.now() + 10_000,
+    }) as NodeJS.EventEmitter & {
       cancel(): void;
     };
     call.on('data', () => undefined);
@@ -114,7 +118,13 @@ describe('requests that do not decode', () => {
 test('a huge echoed value is cut to a message every client can read', async () => {
   const body = CreateTaskRequest.encode(
     CreateTaskRequest.fromPartial({
-      task: { type: 'demo.tz', cron: { expression: '* * * * *', timeZone: 'Z'.repeat(100_000) } },
+      task: {
+        type: 'demo.tz',
+        schedule: {
+          $case: 'cron',
+          value: { expression: '* * * * *', timeZone: 'Z'.repeat(100_000) },
+        },
+      },
     }),
   ).finish();
   const err = await unaryRaw('CreateTask', Buffer.from(body));
