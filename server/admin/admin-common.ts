@@ -1,7 +1,12 @@
-/** Helpers shared by the AdminService handlers: the audit record of a change, free text. */
-import { InvalidArgumentError } from '../../common/errors.js';
+/**
+ * Helpers shared by the AdminService handlers: the audit record of a change, free text, reading
+ * a user.
+ */
+import { InvalidArgumentError, NotFoundError } from '../../common/errors.js';
 import type { Principal } from '../auth/authentication.js';
-import type { AuditEvent } from '../store/store.js';
+import { validateUserId, type UserRecord } from '../auth/users.js';
+import { keys } from '../store/keys.js';
+import type { AuditEvent, Store, Versioned } from '../store/store.js';
 
 /** The audit record of an admin change: who, with which credential, and what. */
 export function configChange(
@@ -23,4 +28,19 @@ export function configChange(
 export function description(text: string, field = 'description'): string {
   if (text.length > 200) throw new InvalidArgumentError(field, 'is over 200 characters');
   return text;
+}
+
+/**
+ * The user `id` as stored, with its revision for a compare.
+ * @throws InvalidArgumentError naming `field` if `id` is not a user id.
+ * @throws NotFoundError if there is no such user.
+ */
+export async function readUser(
+  store: Store,
+  id: string,
+  field = 'id',
+): Promise<Versioned<UserRecord>> {
+  const user = await store.getJson<UserRecord>(keys.user(validateUserId(id, field)));
+  if (!user) throw new NotFoundError('user', id);
+  return user;
 }

@@ -1,14 +1,8 @@
 /**
- * AdminService handlers for workers and client certificates: bootstrap tokens (created, listed,
- * revoked), workers (listed, blocked, retired) and service certificates (issued from a CSR,
- * revoked). Each change is one store transaction with its audit record.
+ * AdminService handlers for workers: bootstrap tokens (created, listed, revoked) and workers
+ * (listed, blocked, retired). Each change is one store transaction with its audit record.
  */
-import {
-  ConflictError,
-  FailedPreconditionError,
-  InvalidArgumentError,
-  NotFoundError,
-} from '../../common/errors.js';
+import { ConflictError, InvalidArgumentError, NotFoundError } from '../../common/errors.js';
 import type { AdminServiceServer } from '../../gen/citadel/v1/admin_service.js';
 import { decodePageToken, encodePageToken, pageSize } from '../api/page-token.js';
 import { configChange, description } from './admin-common.js';
@@ -19,13 +13,11 @@ import {
   tokenToProto,
   type BootstrapTokenRecord,
 } from '../workers/bootstrap-tokens.js';
-import type { CertRecord, CertRegistry } from '../auth/cert-registry.js';
-import { identityUri } from '../tls/identity-uri.js';
+import type { CertRegistry } from '../auth/cert-registry.js';
 import { keys } from '../store/keys.js';
 import { unary, type RpcDeps } from '../auth/admission.js';
 import { Tx } from '../store/store.js';
-import { caFingerprint, issueClientCert, type CaMaterial } from '../tls/ca.js';
-import { verifyCsr } from '../tls/csr.js';
+import { caFingerprint, type CaMaterial } from '../tls/ca.js';
 import type { WorkerLiveness } from '../workers/worker-liveness.js';
 import { endWorker } from '../workers/worker-retirement.js';
 import {
@@ -34,7 +26,6 @@ import {
   type WorkerRecord,
   type WorkerTable,
 } from '../workers/worker-table.js';
-import { validateUserId, type UserRecord } from '../auth/users.js';
 
 export interface WorkerAdminDeps extends RpcDeps {
   workers: WorkerTable;
@@ -52,12 +43,12 @@ type WorkerAdminRpcs = Pick<
   | 'getWorker'
   | 'blockWorker'
   | 'deregisterWorker'
-  | 'issueServiceCertificate'
-  | 'revokeServiceCertificate'
 >;
 
-const DAY_MS = 24 * 60 * 60 * 1000;
-
+/**
+ * CreateBootstrapToken, ListBootstrapTokens, RevokeBootstrapToken, ListWorkers, GetWorker,
+ * BlockWorker and DeregisterWorker of AdminService.
+ */
 export function workerAdmin(deps: WorkerAdminDeps): WorkerAdminRpcs {
   const { store, certs } = deps;
   const toWorker = (w: WorkerRecord) => workerToProto(w, certs);
@@ -174,76 +165,5 @@ export function workerAdmin(deps: WorkerAdminDeps): WorkerAdminRpcs {
       );
       return { worker: toWorker(worker) };
     }),
-
-    issueServiceCertificate: unary(
-      deps,
-      'AdminService/IssueServiceCertificate',
-      async (req, { principal }) => {
-        const userId = validateUserId(req.userId, 'user_id');
-        const seconds = req.validitySeconds === 0 ? 90 * 24 * 3600 : req.validitySeconds;
-        if (seconds < 60 || seconds > 365 * 24 * 3600) {
-          throw new InvalidArgumentError('validity_seconds', 'must be 60 to 31536000');
-        }
-        const user = await store.getJson<UserRecord>(keys.user(userId));
-        if (!user) throw new NotFoundError('user', userId);
-        if (!user.value.enabled) throw new FailedPreconditionError(`user ${userId} is disabled`);
-        const csr = await verifyCsr(req.csrPem);
-        const cert = await issueClientCert(deps.ca, {
-          uri: identityUri('service', userId),
-          commonName: userId,
-          publicKey: csr.publicKey,
-          validityMs: Math.min(seconds * 1000, 365 * DAY_MS),
-        });
-        const now = Date.now();
-        const tx = new Tx()
-          .expect(user.key, user.modRevision)
-          .putJson(keys.cert(cert.serial), {
-            serial: cert.serial,
-            kind: 'service',
-            subject: userId,
-            issuedAt: now,
-            notAfter: cert.notAfter.getTime(),
-          } satisfies CertRecord)
-          .record(
-            configChange(principal, 'issue_service_certificate', {
-              user: userId,
-              serial: cert.serial,
-              not_after: cert.notAfter.toISOString(),
-            }),
-          );
-        await store.commit(tx);
-        return {
-          certificatePem: cert.certPem,
-          serial: cert.serial,
-          expireTime: cert.notAfter,
-          caCertificatePem: deps.ca.certPem,
-        };
-      },
-    ),
-
-    revokeServiceCertificate: unary(
-      deps,
-      'AdminService/RevokeServiceCertificate',
-      async (req, { principal }) => {
-        if (!/^[0-9a-f]{2,64}$/.test(req.serial)) {
-          throw new InvalidArgumentError('serial', 'must be the lowercase hex serial');
-        }
-        const cert = await store.getJson<CertRecord>(keys.cert(req.serial));
-        if (cert?.value.kind !== 'service')
-          throw new NotFoundError('service certificate', req.serial);
-        if (cert.value.revokedAt !== undefined) return {};
-        const tx = new Tx()
-          .expect(cert.key, cert.modRevision)
-          .putJson(cert.key, { ...cert.value, revokedAt: Date.now(), revokeReason: 'revoked' })
-          .record(
-            configChange(principal, 'revoke_service_certificate', {
-              user: cert.value.subject,
-              serial: req.serial,
-            }),
-          );
-        await store.commit(tx);
-        return {};
-      },
-    ),
   };
 }

@@ -1,6 +1,7 @@
 /**
  * The embedded default: when no external etcd is configured, the server runs a private
  * single-member etcd under its data folder, bound to loopback only, and ties its life to ours.
+ * The data dir and its pid file are etcd-data-dir.ts; the TLS material is etcd-tls.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
@@ -8,10 +9,11 @@ import * as fs from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
-import { setTimeout as delay } from 'node:timers/promises';
 
 import { ConfigError, UnavailableError } from '../../common/errors.js';
-import { ensureEtcdTls, type EtcdClientTls } from './etcd-tls.js';
+import { isErrno } from './errno.js';
+import { prepareDataDir, removePidFile, writePidFile } from './etcd-data-dir.js';
+import { ensureEtcdTls, type EtcdClientTls, type EtcdServerTls } from './etcd-tls.js';
 
 /** A running embedded etcd. */
 export interface EmbeddedEtcd {
@@ -60,9 +62,7 @@ const READY_MESSAGES = new Set([
   'serving client traffic insecurely; this is strongly discouraged!',
   'serving client traffic securely',
 ]);
-const PID_FILE = 'etcd.pid';
 const STOP_GRACE_MS = 10_000;
-const LEFTOVER_EXIT_TIMEOUT_MS = 5_000;
 const LOG_TAIL_LINES = 20;
 
 /**
@@ -91,54 +91,17 @@ export async function startEmbeddedEtcd(opts: EmbeddedEtcdOptions): Promise<Embe
   const binary = await findExecutable(binaryName);
   if (binary === undefined) throw missingBinary(binaryName);
 
-  await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
-  await fs.chmod(dataDir, 0o700);
-  const pidFile = path.join(dataDir, PID_FILE);
-  await killLeftover(pidFile, dataDir);
+  const pidFile = await prepareDataDir(dataDir);
 
   const tls = opts.tls === false ? undefined : await ensureEtcdTls(opts.tls.dir);
   const [clientPort, peerPort] = await pickPorts(opts.clientPort, opts.peerPort);
   const scheme = tls === undefined ? 'http' : 'https';
   const clientUrl = `${scheme}://127.0.0.1:${clientPort}`;
   const peerUrl = `${scheme}://127.0.0.1:${peerPort}`;
-  const name = 'citadel';
-  const tlsArgs =
-    tls === undefined
-      ? []
-      : [
-          '--client-cert-auth',
-          `--trusted-ca-file=${tls.server.caFile}`,
-          `--cert-file=${tls.server.certFile}`,
-          `--key-file=${tls.server.keyFile}`,
-          // A single member never dials a peer, but its peer port must not take strangers.
-          '--peer-client-cert-auth',
-          `--peer-trusted-ca-file=${tls.server.caFile}`,
-          `--peer-cert-file=${tls.server.certFile}`,
-          `--peer-key-file=${tls.server.keyFile}`,
-        ];
-  const etcdArgs = [
-    `--name=${name}`,
-    `--data-dir=${dataDir}`,
-    `--listen-client-urls=${clientUrl}`,
-    `--advertise-client-urls=${clientUrl}`,
-    `--listen-peer-urls=${peerUrl}`,
-    `--initial-advertise-peer-urls=${peerUrl}`,
-    `--initial-cluster=${name}=${peerUrl}`,
-    '--logger=zap',
-    '--log-outputs=stderr',
-    '--auto-compaction-mode=revision',
-    '--auto-compaction-retention=10000',
-    `--quota-backend-bytes=${4 * 1024 ** 3}`,
-    '--snapshot-count=10000',
-    ...tlsArgs,
-  ];
-  // setpriv execs etcd in place (same pid); the death signal is tied to the forking thread,
-  // which for child_process is Node's main thread.
-  const setpriv = await findExecutable('setpriv');
-  const [command, args] =
-    setpriv === undefined
-      ? [binary, etcdArgs]
-      : [setpriv, ['--pdeathsig', 'KILL', '--', binary, ...etcdArgs]];
+  const [command, args] = await etcdCommand(
+    binary,
+    etcdFlags(dataDir, clientUrl, peerUrl, tls?.server),
+  );
 
   const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const logTail: string[] = [];
@@ -176,7 +139,7 @@ export async function startEmbeddedEtcd(opts: EmbeddedEtcdOptions): Promise<Embe
   let started = false;
   try {
     if (child.pid !== undefined) {
-      await fs.writeFile(pidFile, `${child.pid}\n`, { mode: 0o600 });
+      await writePidFile(pidFile, child.pid);
     }
     const outcome = await Promise.race([
       ready.then(() => 'ready' as const),
@@ -210,6 +173,56 @@ export async function startEmbeddedEtcd(opts: EmbeddedEtcdOptions): Promise<Embe
   }
 }
 
+/** etcd's flags: one member named `citadel` on loopback URLs, with mutual TLS given `tls`. */
+function etcdFlags(
+  dataDir: string,
+  clientUrl: string,
+  peerUrl: string,
+  tls: EtcdServerTls | undefined,
+): string[] {
+  const name = 'citadel';
+  const tlsArgs =
+    tls === undefined
+      ? []
+      : [
+          '--client-cert-auth',
+          `--trusted-ca-file=${tls.caFile}`,
+          `--cert-file=${tls.certFile}`,
+          `--key-file=${tls.keyFile}`,
+          // A single member never dials a peer, but its peer port must not take strangers.
+          '--peer-client-cert-auth',
+          `--peer-trusted-ca-file=${tls.caFile}`,
+          `--peer-cert-file=${tls.certFile}`,
+          `--peer-key-file=${tls.keyFile}`,
+        ];
+  return [
+    `--name=${name}`,
+    `--data-dir=${dataDir}`,
+    `--listen-client-urls=${clientUrl}`,
+    `--advertise-client-urls=${clientUrl}`,
+    `--listen-peer-urls=${peerUrl}`,
+    `--initial-advertise-peer-urls=${peerUrl}`,
+    `--initial-cluster=${name}=${peerUrl}`,
+    '--logger=zap',
+    '--log-outputs=stderr',
+    '--auto-compaction-mode=revision',
+    '--auto-compaction-retention=10000',
+    `--quota-backend-bytes=${4 * 1024 ** 3}`,
+    '--snapshot-count=10000',
+    ...tlsArgs,
+  ];
+}
+
+/** The command and arguments that run etcd: under `setpriv --pdeathsig KILL` where it exists. */
+async function etcdCommand(binary: string, etcdArgs: string[]): Promise<[string, string[]]> {
+  // setpriv execs etcd in place (same pid); the death signal is tied to the forking thread,
+  // which for child_process is Node's main thread.
+  const setpriv = await findExecutable('setpriv');
+  return setpriv === undefined
+    ? [binary, etcdArgs]
+    : [setpriv, ['--pdeathsig', 'KILL', '--', binary, ...etcdArgs]];
+}
+
 function missingBinary(name: string, cause?: unknown): UnavailableError {
   return new UnavailableError(
     `etcd executable ${JSON.stringify(name)} not found: install Debian's etcd-server package ` +
@@ -241,100 +254,6 @@ async function findExecutable(name: string): Promise<string | undefined> {
     }
   }
   return undefined;
-}
-
-/**
- * Kills (SIGKILL) the etcd named by the pid file if it is still alive and uses this data dir,
- * and waits for it to go: it would otherwise hold the data dir's lock and etcd would hang.
- */
-async function killLeftover(pidFile: string, dataDir: string): Promise<void> {
-  let pid: number;
-  try {
-    pid = Number.parseInt(await fs.readFile(pidFile, 'utf8'), 10);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return;
-    throw err;
-  }
-  if (!(Number.isInteger(pid) && pid > 0) || pid === process.pid) return;
-  const argv = await processArgv(pid);
-  if (argv === undefined || !isEtcdFor(argv, dataDir)) return;
-  // An etcd whose parent still runs belongs to a live server (ours are bound to their parent
-  // with --pdeathsig): refuse rather than pull the store from under it. Only an orphan, adopted
-  // by init, is a crash leftover.
-  const ppid = await parentPid(pid);
-  if (ppid !== undefined && ppid !== 1) {
-    throw new UnavailableError(
-      `${dataDir} is in use by a running etcd (pid ${pid}, started by pid ${ppid}): is another ` +
-        'citadel-server using this --data-dir? Stop it or choose another folder',
-    );
-  }
-
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch (err) {
-    if (isErrno(err, 'ESRCH')) return;
-    throw new UnavailableError(
-      `a leftover etcd (pid ${pid}) holds ${dataDir} and cannot be killed`,
-      { cause: err },
-    );
-  }
-  // Not our child, so there is no exit event to wait on: poll /proc with a deadline.
-  const deadline = Date.now() + LEFTOVER_EXIT_TIMEOUT_MS;
-  while (await isAlive(pid)) {
-    if (Date.now() > deadline) {
-      throw new UnavailableError(`leftover etcd (pid ${pid}) on ${dataDir} did not exit`);
-    }
-    await delay(20);
-  }
-}
-
-/** The parent pid of a process, or undefined if it is gone. */
-async function parentPid(pid: number): Promise<number | undefined> {
-  try {
-    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[1]);
-  } catch {
-    return undefined;
-  }
-}
-
-/** The argv of a live process, or undefined if it is gone (or a zombie). */
-async function processArgv(pid: number): Promise<string[] | undefined> {
-  try {
-    const raw = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8');
-    const argv = raw.split('\0');
-    if (argv.at(-1) === '') argv.pop();
-    return argv.length > 0 ? argv : undefined;
-  } catch (err) {
-    if (isErrno(err, 'ENOENT', 'ESRCH')) return undefined;
-    throw err;
-  }
-}
-
-function isEtcdFor(argv: readonly string[], dataDir: string): boolean {
-  const exe = argv[0] ?? '';
-  if (!path.basename(exe).includes('etcd')) return false;
-  return argv.some(
-    (arg, i) =>
-      arg === `--data-dir=${dataDir}` ||
-      arg === `-data-dir=${dataDir}` ||
-      ((arg === '--data-dir' || arg === '-data-dir') && argv[i + 1] === dataDir),
-  );
-}
-
-/** True while the process exists and is not a zombie (a zombie holds no locks). */
-async function isAlive(pid: number): Promise<boolean> {
-  try {
-    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
-    // The state follows the parenthesised command name, which may itself hold spaces.
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch (err) {
-    if (isErrno(err, 'ENOENT', 'ESRCH')) return false;
-    throw err;
-  }
 }
 
 /** Free loopback ports for the ones not given; distinct because both probes stay open together. */
@@ -386,15 +305,6 @@ function describeExit(child: ChildProcess): string {
   return child.signalCode !== null ? `signal ${child.signalCode}` : `code ${child.exitCode}`;
 }
 
-async function removePidFile(pidFile: string, pid: number | undefined): Promise<void> {
-  try {
-    // A later start may already have replaced it with its own pid.
-    if (Number.parseInt(await fs.readFile(pidFile, 'utf8'), 10) === pid) await fs.unlink(pidFile);
-  } catch (err) {
-    if (!isErrno(err, 'ENOENT')) throw err;
-  }
-}
-
 /** The `msg` of a zap JSON log line, if it is one. */
 function zapMessage(line: string): string | undefined {
   if (!line.startsWith('{')) return undefined;
@@ -432,8 +342,4 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
 function once(fn: () => Promise<void>): () => Promise<void> {
   let result: Promise<void> | undefined;
   return () => (result ??= fn());
-}
-
-function isErrno(err: unknown, ...codes: string[]): boolean {
-  return err instanceof Error && codes.includes((err as NodeJS.ErrnoException).code ?? '');
 }

@@ -14,7 +14,6 @@ import {
 } from '../../common/errors.js';
 import { newTaskId } from '../../common/ids.js';
 import type { Keyring } from '../crypto/sealer.js';
-import { nextFiring, planCronFirings } from './cron.js';
 import {
   addRun,
   cancelInTx,
@@ -27,6 +26,7 @@ import { retryOnConflict } from '../store/retry-on-conflict.js';
 import { keys } from '../store/keys.js';
 import { openPayload, sealPayload, type ExecutionRecord, type TaskRecord } from './records.js';
 import { Tx, type Actor, type Fence, type Store, type Versioned } from '../store/store.js';
+import { firstRunAt, planDueFirings } from './schedule-firing.js';
 import type { TaskDefinition } from './task-validation.js';
 
 export interface EngineOptions {
@@ -332,26 +332,14 @@ export class TaskEngine {
     const task = structuredClone(current.value);
     if (!task.enabled || task.nextRunAt === null || task.nextRunAt > now) return undefined;
     const s = task.schedule;
-    let fire: number[];
-    let skipped = 0;
-    if (s.kind === 'once') {
-      fire = [task.nextRunAt];
-      task.nextRunAt = null;
-      task.onceFired = true;
-    } else {
-      const plan = planCronFirings({
-        expression: s.expression,
-        timeZone: s.timeZone,
-        nextRunAt: task.nextRunAt,
-        now,
-        thresholdMs: this.options.missedRunThresholdMs,
-        missed: s.missed,
-        catchUpWindowMs: s.catchUpWindowMs,
-      });
-      fire = plan.fire;
-      skipped = plan.skipped;
-      task.nextRunAt = plan.nextRunAt;
-    }
+    const { fire, skipped, nextRunAt } = planDueFirings(
+      s,
+      task.nextRunAt,
+      now,
+      this.options.missedRunThresholdMs,
+    );
+    task.nextRunAt = nextRunAt;
+    if (s.kind === 'once') task.onceFired = true;
     const tx = new Tx().expect(current.key, current.modRevision);
     const active =
       s.kind === 'cron' && s.overlap === 'replace' && task.active.length > 0
@@ -359,11 +347,6 @@ export class TaskEngine {
         : new Map<string, Versioned<ExecutionRecord>>();
     let forbidden = 0;
     let limited = 0;
-    if (s.kind === 'cron' && s.overlap === 'replace' && fire.length > 1) {
-      // Each firing would cancel the one before it: only the latest of a batch is created.
-      skipped += fire.length - 1;
-      fire = fire.slice(-1);
-    }
     for (const at of fire) {
       if (s.kind === 'cron' && s.overlap === 'forbid' && task.active.length > 0) {
         forbidden++;
@@ -399,10 +382,4 @@ export class TaskEngine {
 /** The key that maps an owner's idempotency key to its task. */
 function idempotencyKeyOf(owner: string, key: string): string {
   return keys.idempotency(createHash('sha256').update(`${owner}\0${key}`).digest('hex'));
-}
-
-/** When a schedule first fires, from `now`. */
-function firstRunAt(schedule: TaskDefinition['schedule'], now: number): number | null {
-  if (schedule.kind === 'once') return Math.max(schedule.runAtMs, 0);
-  return nextFiring(schedule.expression, schedule.timeZone, now);
 }

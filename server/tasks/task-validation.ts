@@ -5,6 +5,7 @@
 import { CONTAINER_TASK_TYPE, containerSpec } from './container-task.js';
 import { createHash } from 'node:crypto';
 import { InvalidArgumentError } from '../../common/errors.js';
+import { TASK_ID_PATTERN } from '../../common/ids.js';
 import { durationFromProto } from '../../common/duration.js';
 import { validateLabels } from '../../common/labels.js';
 import {
@@ -180,6 +181,20 @@ export function validateSchedule(task: Task, now: number, field = 'task'): Sched
       DEFAULT_CATCH_UP_WINDOW_MS,
     ),
   };
+}
+
+/**
+ * A task id from a request.
+ * @throws InvalidArgumentError naming `field` if it is empty or not a task id.
+ */
+export function validateTaskId(id: string, field = 'id'): string {
+  if (!TASK_ID_PATTERN.test(id)) {
+    throw new InvalidArgumentError(
+      field,
+      id === '' ? 'is required' : 'is not a task id (t_ + 16 characters)',
+    );
+  }
+  return id;
 }
 
 export function validateIdempotencyKey(key: string, field = 'task.idempotency_key'): string {

@@ -1,26 +1,21 @@
 /**
  * The worker-identity half of WorkerService, on the mutual-TLS worker endpoint: signed
  * heartbeats that keep a worker's lease (refused ones are audited, and repeated refusals block
- * the worker with a security alert) and certificate renewal with a fresh key (docs/workers.md).
- * The execution half (Connect, StartExecution, ReportResult) is in tasks/.
+ * the worker with a security alert) and certificate renewal with a fresh key (docs/workers.md;
+ * the renewal is certificate-renewal.ts). The execution half (Connect, StartExecution,
+ * ReportResult) is in tasks/.
  */
 import type { Logger } from 'pino';
-import { FailedPreconditionError, UnauthenticatedError } from '../../common/errors.js';
 import type { HeartbeatBody, WorkerServiceServer } from '../../gen/citadel/v1/worker_service.js';
 import { unaryWith, type AuthenticatedCall } from '../api/rpc.js';
-import { revokeInTx, type CertRecord } from '../auth/cert-registry.js';
 import type { Metrics } from '../metrics.js';
-import { keys } from '../store/keys.js';
-import { retryOnConflict } from '../store/retry-on-conflict.js';
 import { Tx } from '../store/store.js';
-import { issueClientCert, type CaMaterial } from '../tls/ca.js';
-import { verifyCsr } from '../tls/csr.js';
-import { identityUri } from '../tls/identity-uri.js';
+import type { CaMaterial } from '../tls/ca.js';
+import { renewCertificate } from './certificate-renewal.js';
 import { HeartbeatRefusedError, type HeartbeatVerifier } from './heartbeat-verifier.js';
 import { admitWorker, type WorkerAdmissionDeps, type WorkerPrincipal } from './worker-admission.js';
 import type { WorkerLiveness } from './worker-liveness.js';
 import { endWorker } from './worker-retirement.js';
-import { readWorker } from './worker-table.js';
 
 export interface WorkerIdentityDeps extends WorkerAdmissionDeps {
   logger: Logger;
@@ -39,16 +34,17 @@ export interface WorkerIdentityDeps extends WorkerAdmissionDeps {
   };
 }
 
-/** Heartbeat and RenewCertificate of WorkerService. */
-export function workerIdentityService(
+/**
+ * The handler of refused heartbeats: audits each one, and blocks the worker (with a security
+ * alert) once its refusals on this replica reach the limit within the window.
+ */
+function refusalHandler(
   deps: WorkerIdentityDeps,
-): Pick<WorkerServiceServer, 'heartbeat' | 'renewCertificate'> {
+): (p: WorkerPrincipal, err: HeartbeatRefusedError) => Promise<void> {
   const { store, logger, options } = deps;
-  const admit = (call: AuthenticatedCall) => admitWorker(deps, call);
   const refusals = new Map<string, { start: number; count: number }>();
 
-  /** Audits a refused heartbeat; blocks the worker once refusals pass the limit in a window. */
-  const refused = async (p: WorkerPrincipal, err: HeartbeatRefusedError): Promise<void> => {
+  return async (p, err) => {
     deps.metrics.heartbeats.inc({ result: err.reason });
     const now = Date.now();
     let w = refusals.get(p.worker.id);
@@ -93,6 +89,15 @@ export function workerIdentityService(
       'SECURITY ALERT: worker blocked after repeated heartbeat refusals',
     );
   };
+}
+
+/** Heartbeat and RenewCertificate of WorkerService. */
+export function workerIdentityService(
+  deps: WorkerIdentityDeps,
+): Pick<WorkerServiceServer, 'heartbeat' | 'renewCertificate'> {
+  const { options } = deps;
+  const admit = (call: AuthenticatedCall) => admitWorker(deps, call);
+  const refused = refusalHandler(deps);
 
   return {
     heartbeat: unaryWith(deps, 'WorkerService/Heartbeat', admit, async (req, { principal }) => {
@@ -114,87 +119,7 @@ export function workerIdentityService(
       deps,
       'WorkerService/RenewCertificate',
       admit,
-      async (req, { principal }) => {
-        const id = principal.worker.id;
-        const refuse = (reason: string, err: Error): never => {
-          deps.failures.fail({
-            peer: principal.ipAddress,
-            method: 'renew_certificate',
-            reason,
-            credential: principal.cert.serial,
-          });
-          throw err;
-        };
-        const csr = await verifyCsr(req.csrPem).catch((err: unknown) =>
-          refuse('bad_csr', err as Error),
-        );
-        const cert = await issueClientCert(deps.ca, {
-          uri: identityUri('worker', id),
-          commonName: id,
-          publicKey: csr.publicKey,
-          validityMs: options.workerCertTtlMs,
-        });
-        await retryOnConflict(async () => {
-          const worker = await readWorker(store, id);
-          if (worker.value.state !== 'active') {
-            refuse(
-              'worker_refused',
-              new UnauthenticatedError(`worker ${id} is ${worker.value.state}`),
-            );
-          }
-          const now = Date.now();
-          const held = await store.getManyJson<CertRecord>(
-            worker.value.serials.map((s) => keys.cert(s)),
-          );
-          // The calling certificate, as etcd has it now: renewing retires it in this same
-          // transaction (compared on its revision), so one certificate renews exactly once
-          // however many calls race, and a retired one cannot renew again.
-          const calling = [...held.values()].find((c) => c.value.serial === principal.cert.serial);
-          if (!calling || calling.value.revokedAt !== undefined) {
-            return refuse(
-              'certificate_retired',
-              new UnauthenticatedError('this certificate was already renewed or revoked'),
-            );
-          }
-          // At most four renewals per lifetime: the agent renews at 40-50 % of it.
-          const lifetime = calling.value.notAfter - calling.value.issuedAt;
-          if (now - calling.value.issuedAt < lifetime / 4) {
-            throw new FailedPreconditionError(
-              'renewal too early: renew after a quarter of the certificate lifetime has passed',
-            );
-          }
-          const tx = new Tx().expect(worker.key, worker.modRevision);
-          const kept = revokeInTx(tx, [calling], 'renewed', now);
-          for (const c of held.values()) {
-            if (c === calling) continue;
-            if (c.value.notAfter <= now) tx.expect(c.key, c.modRevision).delete(c.key);
-            else kept.push(c.value.serial);
-          }
-          tx.putJson(worker.key, { ...worker.value, serials: [...kept, cert.serial] })
-            .putJson(keys.cert(cert.serial), {
-              serial: cert.serial,
-              kind: 'worker',
-              subject: id,
-              issuedAt: now,
-              notAfter: cert.notAfter.getTime(),
-            } satisfies CertRecord)
-            .record({
-              eventType: 'worker_registration',
-              action: 'renew_certificate',
-              result: 'success',
-              workerId: id,
-              ipAddress: principal.ipAddress,
-              details: {
-                old_serial: principal.cert.serial,
-                serial: cert.serial,
-                key_type: csr.keyType,
-              },
-            });
-          await store.commit(tx);
-        });
-        logger.info({ workerId: id, serial: cert.serial }, 'worker certificate renewed');
-        return { certificatePem: cert.certPem };
-      },
+      (req, { principal }) => renewCertificate(deps, principal, req.csrPem),
     ),
   };
 }
