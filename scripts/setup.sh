@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(etcd-server docker.io busybox-static iproute2 protobuf-compiler libprotobuf-dev protobuf-compiler-grpc python3-grpcio)
+packages=(etcd-server docker.io busybox-static iproute2 protobuf-compiler libprotobuf-dev protobuf-compiler-grpc python3-grpcio grpc-proto)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -12,16 +12,14 @@ import {
   type ServiceDefinition,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import { loadFileDescriptorSetFromBuffer, loadSync } from '@grpc/proto-loader';
-import { ReflectionService } from '@grpc/reflection';
-import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
 import { issueServerCert, type CaMaterial } from '../tls/ca.js';
 import { publicApiCredentials, workerEndpointCredentials } from '../tls/server-credentials.js';
-import { descriptorSet } from './descriptor-set.js';
 import { keepDuplicateHeaders } from './duplicate-headers.js';
 import { parseHostPort } from './host-port.js';
+import { addReflection } from './reflection.js';
 import { withTolerantDecoding } from './request-decoding.js';
 
 /** A gRPC service and its handlers. */
@@ -114,8 +112,10 @@ export async function startListeners(
     Object.fromEntries(checked.map((name) => [name, 'NOT_SERVING'])),
   );
   health.addToServer(grpc);
-  const descriptors = loadFileDescriptorSetFromBuffer(await descriptorSet());
-  new ReflectionService({ ...descriptors, ...loadSync(healthProtoPath) }).addToServer(grpc);
+  await addReflection(
+    grpc,
+    deps.publicServices.map((s) => s.name),
+  );
 
   const serving = await servingCertificate(ca, options.tlsSans);
   let credentials: ServerCredentials;
