@@ -76,7 +76,8 @@ export class CitadelServer {
     const { store, material } = cluster;
     const metrics = new Metrics();
     const shutdown = new AbortController();
-    let workerPort = 0;
+    // Join answers name it: the configured port until the endpoint is bound (0 picks one).
+    let workerPort = parseHostPort(options.workerListen, '--worker-listen').port;
     const started: { stop(): Promise<void> }[] = [];
     try {
       const auth: AuthArea = await createAuth({ store, logger }, options);

@@ -128,11 +128,11 @@ export async function startListeners(
     credentials = publicApiCredentials(serving, ca.certPem);
   }
   const port = await bind(grpc, options.listen, '--listen', credentials);
-  keepDuplicateHeaders(grpc);
   let workerPort: number;
   let metricsServer: HttpServer | undefined;
   let metricsPort: number | undefined;
   try {
+    keepDuplicateHeaders(grpc);
     workerPort = await bind(
       workerGrpc,
       options.workerListen,

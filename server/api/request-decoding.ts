@@ -20,22 +20,28 @@ export class UndecodableRequest {
   ) {}
 }
 
-/** The service definition with deserializers that turn a failure into an UndecodableRequest. */
+/**
+ * The service definition with deserializers that turn a failure into an UndecodableRequest.
+ * Only methods whose request is one message are wrapped: a client stream would hand its handler
+ * the stand-in as an ordinary message.
+ */
 export function withTolerantDecoding(definition: ServiceDefinition): ServiceDefinition {
   return Object.fromEntries(
     Object.entries(definition).map(([name, method]) => [
       name,
-      {
-        ...method,
-        requestDeserialize: (bytes: Buffer): unknown => {
-          try {
-            return method.requestDeserialize(bytes);
-          } catch (err) {
-            const reason = err instanceof Error ? err.message : String(err);
-            return new UndecodableRequest(method.path, reason.slice(0, MAX_REASON));
-          }
-        },
-      },
+      method.requestStream
+        ? method
+        : {
+            ...method,
+            requestDeserialize: (bytes: Buffer): unknown => {
+              try {
+                return method.requestDeserialize(bytes);
+              } catch (err) {
+                const reason = err instanceof Error ? err.message : String(err);
+                return new UndecodableRequest(method.path, reason.slice(0, MAX_REASON));
+              }
+            },
+          },
     ]),
   );
 }

@@ -55,16 +55,33 @@ const CODE_OF: [new (...args: never[]) => CitadelError, status][] = [
 ];
 
 /**
- * Longest status message sent: messages may quote what the caller sent, and many gRPC clients
- * refuse response metadata over 8 KiB, which would hide the reason behind a transport error.
+ * Most UTF-8 bytes of a status message: messages may quote what the caller sent, and many gRPC
+ * clients refuse response metadata over 8 KiB, which would hide the reason behind a transport
+ * error. The header percent-encodes each byte at most 3 times over, so this stays under it.
  */
-export const MAX_DETAILS = 1024;
+export const MAX_DETAILS_BYTES = 1024;
 
-/** `text` cut to MAX_DETAILS characters, saying how much was cut. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * `text` cut to MAX_DETAILS_BYTES of UTF-8 on a whole character, saying how much was cut.
+ * Lone surrogates are replaced first: grpc-js percent-encodes the message with `encodeURI`,
+ * which throws on them.
+ */
 export function capDetails(text: string): string {
-  if (text.length <= MAX_DETAILS) return text;
-  const cut = `... (${text.length - MAX_DETAILS + 40} more characters)`;
-  return text.slice(0, MAX_DETAILS - 40) + cut;
+  const whole = text.replace(LONE_SURROGATE, '\uFFFD');
+  const total = Buffer.byteLength(whole);
+  if (total <= MAX_DETAILS_BYTES) return whole;
+  const suffix = ` ... (cut; ${total} bytes in all)`;
+  const room = MAX_DETAILS_BYTES - Buffer.byteLength(suffix);
+  let out = '';
+  let bytes = 0;
+  for (const ch of whole) {
+    bytes += Buffer.byteLength(ch);
+    if (bytes > room) break;
+    out += ch;
+  }
+  return out + suffix;
 }
 
 /** Translates any thrown value into a gRPC status; logs what the client must not see. */

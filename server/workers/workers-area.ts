@@ -89,8 +89,7 @@ export async function createWorkers(
       },
     }),
     stop: async () => {
-      await liveness.stop();
-      await table.stop();
+      await Promise.all([liveness.stop(), table.stop()]);
     },
   };
 }

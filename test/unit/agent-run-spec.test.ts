@@ -1,6 +1,6 @@
 // The sandbox's create options for an image that declares volumes: which paths get a tmpfs
 // (cleaned as Docker cleans them, or no tmpfs would take the volume's place) and which refuse
-// the image. The real engine's side is in test/integration/container-runner.test.ts.
+// the image. The real engine's side is in test/integration/agent-container-runner.test.ts.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 

@@ -1,4 +1,4 @@
-// The `container` task type's payload check (server/container-task.ts): what it accepts, what
+// The `container` task type's payload check (server/tasks/container-task.ts): what it accepts, what
 // it refuses with which field named, and the ContainerSpec it makes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
