@@ -5,6 +5,7 @@
  * components, and shuts all of it down in the reverse order.
  */
 import 'reflect-metadata';
+import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { AdminServiceService } from '../gen/citadel/v1/admin_service.js';
@@ -76,6 +77,7 @@ export class CitadelServer {
     const { store, material } = cluster;
     const metrics = new Metrics();
     const shutdown = new AbortController();
+    setMaxListeners(0, shutdown.signal); // one listener per open stream: no leak warning
     // Join answers name it: the configured port until the endpoint is bound (0 picks one).
     let workerPort = parseHostPort(options.workerListen, '--worker-listen').port;
     const started: { stop(): Promise<void> }[] = [];

@@ -10,6 +10,7 @@ import type { Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import { AbortedError, UnauthenticatedError, UnavailableError } from '../../common/errors.js';
 import type { ConnectRequest, ConnectResponse } from '../../gen/citadel/v1/worker_service.js';
+import { whenExpired } from '../auth/credential-expiry.js';
 import type { Keyring } from '../crypto/sealer.js';
 import { keys } from '../store/keys.js';
 import {
@@ -148,17 +149,12 @@ function holdStream(
       cleanup();
       resolve();
     };
-    // A TLS connection outlives its certificate: end the stream when the certificate expires.
-    const notAfter = principal.cert.notAfter;
-    const expiry = setTimeout(
-      () => {
-        cleanup();
-        reject(
-          new UnauthenticatedError('this worker certificate has expired; renew and reconnect'),
-        );
-      },
-      Math.min(Math.max(0, notAfter - Date.now()), 2 ** 31 - 1),
-    );
+    // A TLS connection outlives its certificate: end the stream when the certificate expires
+    // (not before, and not at setTimeout's limit of 24.8 days for a longer-lived one).
+    const disarmExpiry = whenExpired(principal.cert.notAfter, () => {
+      cleanup();
+      reject(new UnauthenticatedError('this worker certificate has expired; renew and reconnect'));
+    });
     const replaced = () => {
       cleanup();
       reject(new AbortedError('replaced by a newer stream of this worker'));
@@ -167,7 +163,7 @@ function holdStream(
     streams.set(principal.worker.id, replaced);
     const cleanup = () => {
       if (streams.get(principal.worker.id) === replaced) streams.delete(principal.worker.id);
-      clearTimeout(expiry);
+      disarmExpiry();
       deps.workers.off('change', onWorker);
       deps.certs.off('change', onCert);
       deps.shutdown.removeEventListener('abort', done);

@@ -1,8 +1,8 @@
 /**
  * The WatchExecutions stream of TaskService: the execution changes the caller may see, from a
  * revision or from now, until the client goes away or the replica shuts down. It ends early when
- * the client reads too slowly or its credential stops being valid (re-checked whenever users or
- * API keys change, and when the credential expires).
+ * the client reads too slowly or its credential stops being valid: re-checked whenever users, API
+ * keys or certificates change, when the credential expires, and before each change is sent.
  */
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { GRPCOutOfRangeError, type IWatchResponse } from 'etcd3';
@@ -18,6 +18,8 @@ import type {
 } from '../../gen/citadel/v1/task_service.js';
 import type { Principal, RpcDeps } from '../auth/admission.js';
 import { canSeeTask } from '../auth/authorization.js';
+import type { CertRegistry } from '../auth/cert-registry.js';
+import { whenExpired } from '../auth/credential-expiry.js';
 import type { Keyring } from '../crypto/sealer.js';
 import { keys } from '../store/keys.js';
 import { executionToProto, type ExecutionRecord } from './records.js';
@@ -26,8 +28,12 @@ import { validateTaskId } from './task-validation.js';
 /** Changes a watch stream may buffer for a slow client before it is ended. */
 const MAX_BUFFERED_EVENTS = 10_000;
 
-/** What a watch stream uses: admission's tables (re-checked), the keyring, the shutdown signal. */
+/**
+ * What a watch stream uses: admission's tables and the certificate registry (re-checked), the
+ * keyring, the shutdown signal.
+ */
 export interface ExecutionWatchDeps extends RpcDeps {
+  certs: CertRegistry;
   keyring: Keyring;
   /** Aborted when the replica shuts down: open watch streams then end cleanly. */
   shutdown: AbortSignal;
@@ -76,31 +82,41 @@ export async function watchExecutions(
       deps.shutdown.removeEventListener('abort', close);
       deps.users.off('change', recheck);
       deps.apiKeys.off('change', recheck);
-      clearTimeout(expiry);
+      deps.certs.off('change', onCert);
+      disarmExpiry();
       watcher.removeAllListeners();
       void watcher.cancel().catch(() => undefined);
       if (err) reject(err);
       else resolve();
     };
     const close = () => finish();
-    // A revoked key or a disabled user ends the stream at once, not at its next call.
-    const recheck = () => {
-      if (!deps.authenticator.stillAuthenticated(principal)) {
-        finish(
-          new UnauthenticatedError(
-            'the credential expired or was revoked, or the user was disabled or changed; reconnect',
-          ),
-        );
+    // A revoked key or certificate, or a disabled user, ends the stream at once, not at its
+    // next call. Returns whether the stream goes on.
+    const recheck = (): boolean => {
+      if (deps.authenticator.stillAuthenticated(principal)) return true;
+      finish(
+        new UnauthenticatedError(
+          'the credential expired or was revoked, or the user was disabled or changed; reconnect',
+        ),
+      );
+      return false;
+    };
+    // Only this stream's service certificate matters (undefined: the registry was reloaded).
+    const onCert = (serial: string | undefined) => {
+      if (
+        principal.certSerial !== undefined &&
+        (serial === undefined || serial === principal.certSerial)
+      ) {
+        recheck();
       }
     };
     deps.users.on('change', recheck);
     deps.apiKeys.on('change', recheck);
-    // An expiring key or token ends the stream when it expires.
-    const expiry =
-      principal.expiresAt === undefined
-        ? undefined
-        : setTimeout(recheck, Math.min(Math.max(0, principal.expiresAt - Date.now()), 2 ** 31 - 1));
-    recheck(); // a change between authentication and here is not missed
+    deps.certs.on('change', onCert);
+    // An expiring key, token or certificate ends the stream when it expires.
+    const disarmExpiry = whenExpired(principal.expiresAt, recheck);
+    // A change between authentication and here is not missed.
+    if (!recheck()) return;
     call.on('cancelled', close);
     call.on('close', close);
     if (deps.shutdown.aborted) close();
@@ -108,6 +124,9 @@ export async function watchExecutions(
     // A watch response holds every change of the revisions it covers (etcd never splits a
     // revision across responses), so the last change of each revision can be marked.
     watcher.on('data', (res: IWatchResponse) => {
+      // Checked again before sending: a change may be handled before the expiry timer due in
+      // the same turn of the event loop, or before the table change that revoked the credential.
+      if (!recheck()) return;
       // etcd3 rethrows a handler's exception outside any promise, which would end the process:
       // a record that cannot be read ends this stream instead.
       try {

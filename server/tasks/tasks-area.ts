@@ -62,6 +62,7 @@ export function createTasks(
       authenticator: auth.authenticator,
       apiKeys: auth.apiKeys,
       users: auth.users,
+      certs: auth.certs,
       store,
       logger,
       metrics,

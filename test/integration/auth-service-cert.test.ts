@@ -1,13 +1,15 @@
 // Service identities over mutual TLS on the public API: a certificate from the cluster CA with
 // SAN citadel://service/<user> authenticates as that user (role included) until it is revoked
-// or the user disabled; one from another CA is no credential at all.
+// or the user disabled, and its open WatchExecutions streams end at revocation on every
+// replica; one from another CA is no credential at all.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { webcrypto as crypto, X509Certificate } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import { Role } from '../../gen/citadel/v1/admin.js';
+import { Role, TaskScope } from '../../gen/citadel/v1/admin.js';
 import {
   CreateUserRequest,
   DisableUserRequest,
@@ -18,6 +20,7 @@ import {
   CreateTaskRequest,
   ListTasksRequest,
   TaskServiceClient,
+  type WatchExecutionsResponse,
 } from '../../gen/citadel/v1/task_service.js';
 import { keys } from '../../server/store/keys.js';
 import { createCa, issueClientCert } from '../../server/tls/ca.js';
@@ -56,10 +59,14 @@ async function keyAndCsr(): Promise<{ keyPem: string; csrPem: string }> {
   };
 }
 
-function clientWith(keyPem: string, certPem: string): TaskServiceClient {
+function clientWith(keyPem: string, certPem: string, replica = ts): TaskServiceClient {
   return new TaskServiceClient(
-    `localhost:${ts.server.port}`,
-    credentials.createSsl(Buffer.from(ts.server.caPem), Buffer.from(keyPem), Buffer.from(certPem)),
+    `localhost:${replica.server.port}`,
+    credentials.createSsl(
+      Buffer.from(replica.server.caPem),
+      Buffer.from(keyPem),
+      Buffer.from(certPem),
+    ),
   );
 }
 
@@ -156,5 +163,108 @@ test('a certificate from another CA naming a service is no credential', async ()
     assert.equal(await list(client), status.UNAUTHENTICATED);
   } finally {
     client.close();
+  }
+});
+
+/** An open WatchExecutions stream: the execution ids it was sent, and how it ended. */
+interface Watch {
+  received: string[];
+  /** Resolves with the first change sent (the stream is then open). */
+  opened: Promise<void>;
+  /** Resolves with the error that ended the stream. */
+  cut: Promise<ServiceError>;
+}
+
+function watch(client: TaskServiceClient, taskId: string, afterRevision: number): Watch {
+  const stream = client.watchExecutions({ taskId, afterRevision }, new Metadata());
+  const received: string[] = [];
+  let opened!: () => void;
+  const w: Watch = {
+    received,
+    opened: new Promise((resolve) => (opened = resolve)),
+    cut: new Promise((resolve) => stream.on('error', resolve)),
+  };
+  stream.on('data', (e: WatchExecutionsResponse) => {
+    received.push(e.execution!.id);
+    opened();
+  });
+  return w;
+}
+
+/** Resolves with `promise`, or fails naming `what` if it takes longer than `ms`. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  const timer = new AbortController();
+  try {
+    return await Promise.race([
+      promise,
+      delay(ms, undefined, { signal: timer.signal }).then(() => {
+        throw new Error(`${what}: not within ${ms} ms`);
+      }),
+    ]);
+  } finally {
+    timer.abort();
+  }
+}
+
+test('revoking a service certificate ends its open watch streams on every replica, sent no later change', async () => {
+  // A second replica of the same cluster: same prefix, same master key.
+  const replica = await startTestServer(etcd.endpoint, {
+    etcdPrefix: ts.server.options.etcdPrefix,
+    masterKeyEnv: ts.server.options.masterKeyEnv,
+  });
+  const admin = adminClient(ts);
+  const clients: TaskServiceClient[] = [];
+  try {
+    await ts.call(
+      admin.createUser.bind(admin),
+      CreateUserRequest.fromPartial({
+        user: { id: 'stream-svc', role: Role.ROLE_VIEWER, taskScope: TaskScope.TASK_SCOPE_ALL },
+      }),
+    );
+    const { keyPem, csrPem } = await keyAndCsr();
+    const issued = await ts.call(
+      admin.issueServiceCertificate.bind(admin),
+      IssueServiceCertificateRequest.fromPartial({ userId: 'stream-svc', csrPem }),
+    );
+    const { task } = await ts.call(
+      ts.client.createTask,
+      CreateTaskRequest.fromPartial({
+        task: {
+          type: 'w',
+          schedule: { $case: 'oneTime', value: { runAt: new Date(Date.now() + 3600_000) } },
+        },
+      }),
+    );
+    const before = await ts.call(ts.client.runTask, { id: task!.id });
+    const onA = clientWith(keyPem, issued.certificatePem);
+    const onB = clientWith(keyPem, issued.certificatePem, replica);
+    clients.push(onA, onB);
+    await eventually(async () => (await list(onB)) === status.OK, {
+      message: 'the second replica knows the certificate',
+    });
+    // Each stream is sent the run made before it opened, which shows it open.
+    const streams = [onA, onB].map((c) => watch(c, task!.id, Number(task!.etag)));
+    await within(Promise.all(streams.map((s) => s.opened)), 5000, 'both streams open');
+
+    await ts.call(
+      admin.revokeServiceCertificate.bind(admin),
+      RevokeServiceCertificateRequest.fromPartial({ serial: issued.serial }),
+    );
+    const after = await ts.call(ts.client.runTask, { id: task!.id });
+    const [cutA, cutB] = await within(
+      Promise.all(streams.map((s) => s.cut)),
+      2000,
+      'both streams end after the revocation',
+    );
+    assert.equal(cutA!.code, status.UNAUTHENTICATED, 'the stream on the revoking replica');
+    assert.equal(cutB!.code, status.UNAUTHENTICATED, 'the stream on the other replica');
+    for (const s of streams) {
+      assert.ok(s.received.includes(before.execution!.id), 'sent the change before');
+      assert.ok(!s.received.includes(after.execution!.id), 'sent no change after the revocation');
+    }
+  } finally {
+    for (const c of clients) c.close();
+    admin.close();
+    await replica.stop();
   }
 });
