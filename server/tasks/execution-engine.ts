@@ -10,7 +10,7 @@ import {
 } from '../../common/errors.js';
 import { parseExecutionId } from '../../common/ids.js';
 import { retryDelayMs } from './backoff.js';
-import { cancelInTx, newExecution, SCHEDULER_ACTOR } from './execution-ops.js';
+import { cancelInTx, newExecution, putQueueEntry, SCHEDULER_ACTOR } from './execution-ops.js';
 import { retryOnConflict } from '../store/retry-on-conflict.js';
 import { keys } from '../store/keys.js';
 import {
@@ -271,10 +271,7 @@ export class ExecutionEngine {
           retry = newExecution(t, exec.value.run, exec.value.attempt + 1, due, 'retry', now);
           retry.retry = exec.value.retry;
           retry.timeoutMs = exec.value.timeoutMs;
-          tx.putJson(keys.execution(retry.id), retry).put(
-            keys.queue(retry.priority, due, retry.id),
-            '',
-          );
+          putQueueEntry(tx.putJson(keys.execution(retry.id), retry), retry);
           t.active.push(retry.id);
         }
         tx.expect(task.key, task.modRevision).putJson(task.key, t);

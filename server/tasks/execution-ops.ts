@@ -4,7 +4,13 @@
  */
 import { executionId } from '../../common/ids.js';
 import { keys } from '../store/keys.js';
-import { isTerminal, type ExecutionRecord, type TaskRecord, type Trigger } from './records.js';
+import {
+  isTerminal,
+  type ExecutionRecord,
+  type QueueEntryRecord,
+  type TaskRecord,
+  type Trigger,
+} from './records.js';
 import type { Actor, Store, Tx, Versioned } from '../store/store.js';
 
 /**
@@ -34,7 +40,7 @@ export function addRun(
   task.runs += 1;
   task.lastRunAt = Math.max(task.lastRunAt ?? 0, at);
   const exec = newExecution(task, task.runs, 1, at, trigger, now);
-  tx.putJson(keys.execution(exec.id), exec).put(keys.queue(exec.priority, at, exec.id), '');
+  putQueueEntry(tx.putJson(keys.execution(exec.id), exec), exec);
   task.active.push(exec.id);
   tx.record({
     eventType: 'execution_created',
@@ -46,6 +52,15 @@ export function addRun(
     executionId: exec.id,
   });
   return exec;
+}
+
+/**
+ * Adds the queue entry of the pending execution `exec` to `tx`: keyed by priority and due time,
+ * its value names the owner (docs/dispatch.md). Every queue entry is written here.
+ */
+export function putQueueEntry(tx: Tx, exec: ExecutionRecord): Tx {
+  const entry: QueueEntryRecord = { owner: exec.owner };
+  return tx.putJson(keys.queue(exec.priority, exec.scheduledAt, exec.id), entry);
 }
 
 /** Adds the cancellation of `exec` to `tx`, removing it from `task.active` if given. */

@@ -115,6 +115,15 @@ export interface AssignmentKey {
   assignedAt: number;
 }
 
+/**
+ * `queue/<p>/<dueMs>/<executionId>`: present while the execution is pending. Names the owner so
+ * the dispatcher can serve owners fairly without reading the execution (docs/dispatch.md);
+ * versions before it wrote an empty value.
+ */
+export interface QueueEntryRecord {
+  owner: string;
+}
+
 export const TERMINAL_STATES: ReadonlySet<ExecState> = new Set([
   'succeeded',
   'failed',
