@@ -36,7 +36,7 @@ export {
   LABELS,
   validateRunSpec,
 } from './run-spec.js';
-export type { RunResult, RunSpec, RunState } from './run-spec.js';
+export type { RunFailure, RunResult, RunSpec, RunState } from './run-spec.js';
 
 /** After the exit, how long the attach stream may take to deliver its last bytes. */
 const STREAM_END_GRACE_MS = 5_000;
@@ -111,12 +111,17 @@ export class ContainerRunner {
       return result(
         'failed',
         `image ${spec.image} is not present on this worker; build or load it`,
+        { failure: 'image_missing' },
       );
     }
     // Each path where the image declares a VOLUME gets a capped tmpfs, or the image is refused:
     // never a volume on the worker's disk (see imageVolumePaths).
     const volumes = imageVolumePaths(image.Config.Volumes);
-    if (!volumes.ok) return result('failed', `image ${spec.image} ${volumes.reason}; refused`);
+    if (!volumes.ok) {
+      return result('failed', `image ${spec.image} ${volumes.reason}; refused`, {
+        failure: 'image_refused',
+      });
+    }
     const streams: Stream[] = [];
     let container: Dockerode.Container | undefined;
     try {
@@ -147,7 +152,9 @@ export class ContainerRunner {
       } catch (err) {
         // 400: the engine refused this task (its program does not exist, say): the task's fault.
         if (statusCodeOf(err) !== 400) throw err;
-        return result('failed', `container did not start: ${dockerMessage(err)}`);
+        return result('failed', `container did not start: ${dockerMessage(err)}`, {
+          failure: 'start_refused',
+        });
       }
       const startedMs = performance.now();
       startedAt = new Date();
@@ -172,19 +179,24 @@ export class ContainerRunner {
       }
       const exit = { exitCode, oomKilled, durationMs };
       if (killedFor === 'timeout') {
-        return result('timed_out', `timed out after ${spec.timeoutMs} ms; killed`, exit);
+        return result('timed_out', `timed out after ${spec.timeoutMs} ms; killed`, {
+          ...exit,
+          failure: 'timeout',
+        });
       }
       if (killedFor === 'cancel') return result('cancelled', 'cancelled; killed', exit);
       if (oomKilled) {
-        return result(
-          'failed',
-          `out of memory: killed at the ${spec.memoryBytes}-byte limit`,
-          exit,
-        );
+        return result('failed', `out of memory: killed at the ${spec.memoryBytes}-byte limit`, {
+          ...exit,
+          failure: 'out_of_memory',
+        });
       }
       if (exitCode === 0) return result('succeeded', 'exited with code 0', exit);
       const why = exitCode === 137 ? ' (SIGKILL, not from Citadel; Docker reported no OOM)' : '';
-      return result('failed', `exited with code ${exitCode}${why}`, exit);
+      return result('failed', `exited with code ${exitCode}${why}`, {
+        ...exit,
+        failure: 'exit_code',
+      });
     } finally {
       for (const stream of streams) stream.destroy?.();
       if (container) await this.#remove(container, spec.executionId);

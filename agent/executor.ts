@@ -1,13 +1,17 @@
 /**
  * Runs the executions assigned to this worker (docs/dispatch.md, "On the worker"): acknowledge
  * with StartExecution, run the container, report with ReportResult, each call carrying the
- * assignment's fencing token. An assignment already running elsewhere in this worker's past
- * (the agent restarted) is reported lost; a cancel aborts the container. When the agent stops,
- * `drain` aborts what runs and reports it lost, so it is retried at once. Reports are retried
- * until the server answers them, through whatever connection the agent has at the time.
+ * assignment's fencing token. A report's message is in fixed words with a reason code; any
+ * text that may echo the task's payload (the engine's errors name the image or argv[0]) goes
+ * only in its `detail`, which the server seals, and neither is logged. An assignment already
+ * running elsewhere in this worker's past (the agent restarted) is reported lost; a cancel
+ * aborts the container. When the agent stops, `drain` aborts what runs and reports it lost, so
+ * it is retried at once. Reports are retried until the server answers them, through whatever
+ * connection the agent has at the time.
  */
 import { status, type ServiceError } from '@grpc/grpc-js';
 import type { Logger } from '../common/logger.js';
+import { FailureReason } from '../gen/citadel/v1/execution.js';
 import {
   AssignmentState,
   Outcome,
@@ -19,6 +23,7 @@ import { fullJitterDelayMs } from './backoff.js';
 import {
   beyondMaxima,
   DEFAULT_LIMITS,
+  type RunFailure,
   type RunResult,
   type RunSpec,
   type TaskMaxima,
@@ -43,6 +48,42 @@ const FINAL = new Set<number>([
   status.INVALID_ARGUMENT,
   status.PERMISSION_DENIED,
 ]);
+
+/** Most characters of a report's message or detail (the server refuses more). */
+const MAX_TEXT = 1024;
+
+/**
+ * The report's reason and plaintext words for each way a run fails: fixed texts, built from
+ * nothing of the payload. The runner's own line, which may echo it, becomes the `detail`.
+ */
+const FAILURES: Record<RunFailure, { reason: FailureReason; message: (r: RunResult) => string }> = {
+  exit_code: {
+    reason: FailureReason.FAILURE_REASON_EXIT_CODE,
+    message: (r) => `exited with code ${r.exitCode ?? 'unknown'}`,
+  },
+  out_of_memory: {
+    reason: FailureReason.FAILURE_REASON_OUT_OF_MEMORY,
+    message: () => 'out of memory: killed at the memory limit',
+  },
+  timeout: {
+    reason: FailureReason.FAILURE_REASON_TIMEOUT,
+    message: () => 'timed out; killed',
+  },
+  image_missing: {
+    reason: FailureReason.FAILURE_REASON_IMAGE_MISSING,
+    message: () => "the task's image is not present on this worker; build or load it",
+  },
+  image_refused: {
+    reason: FailureReason.FAILURE_REASON_IMAGE_REFUSED,
+    message: () =>
+      "the task's image declares a volume where the sandbox cannot mount a tmpfs; refused",
+  },
+  start_refused: {
+    reason: FailureReason.FAILURE_REASON_START_REFUSED,
+    message: () =>
+      "the container engine refused to start the task's program (is argv[0] in the image?)",
+  },
+};
 
 /** The abort reason of executions stopped because the agent stops. */
 const AGENT_STOPPING = 'agent stopping';
@@ -144,10 +185,14 @@ export class Executor {
     const tooMuch = a.container && beyondMaxima(definedLimits(a.container), this.maxima);
     if (!a.container) {
       report.outcome = Outcome.OUTCOME_FAILED;
+      report.reason = FailureReason.FAILURE_REASON_NO_RUNNER;
+      // The type is no part of the payload: the server keeps it in plaintext anyway.
       report.message = `no runner for task type ${JSON.stringify(a.taskType)} on this worker`;
     } else if (tooMuch) {
       report.outcome = Outcome.OUTCOME_FAILED;
-      report.message = tooMuch;
+      report.reason = FailureReason.FAILURE_REASON_RESOURCES_EXCEEDED;
+      report.message = 'the task asks for more memory, CPU or processes than this worker allows';
+      report.detail = tooMuch;
     } else {
       const timeoutMs = Number(a.timeout?.seconds ?? 0) * 1000 + (a.timeout?.nanos ?? 0) / 1e6;
       try {
@@ -185,11 +230,14 @@ export class Executor {
           stdoutTruncated: r.stdoutTruncated,
           stderrTruncated: r.stderrTruncated,
           oomKilled: r.oomKilled,
-          message: r.message,
+          ...reportedText(r),
         });
       } catch (err) {
+        // The engine's error text may name the image or echo argv: detail only.
         report.outcome = Outcome.OUTCOME_FAILED;
-        report.message = `the container could not run: ${(err as Error).message}`.slice(0, 1000);
+        report.reason = FailureReason.FAILURE_REASON_RUNTIME_ERROR;
+        report.message = "the container could not run: the worker's container engine failed";
+        report.detail = String((err as Error).message).slice(0, MAX_TEXT);
       }
     }
     await this.#report(report);
@@ -200,8 +248,13 @@ export class Executor {
       c.reportResult(report, 10_000),
     );
     if (ok) {
+      // Never the message or detail: the detail may echo the payload.
       this.logger.info(
-        { executionId: report.executionId, outcome: Outcome[report.outcome] },
+        {
+          executionId: report.executionId,
+          outcome: Outcome[report.outcome],
+          reason: FailureReason[report.reason],
+        },
         'execution reported',
       );
     }
@@ -240,4 +293,19 @@ export class Executor {
       );
     }
   }
+}
+
+/** A run's reason, fixed message and (when the runner said more) detail, for its report. */
+function reportedText(r: RunResult): Pick<ReportResultRequest, 'reason' | 'message' | 'detail'> {
+  const failure = r.failure === undefined ? undefined : FAILURES[r.failure];
+  const message = failure
+    ? failure.message(r)
+    : r.state === 'succeeded'
+      ? 'exited with code 0'
+      : `the run ended ${r.state}`;
+  return {
+    reason: failure?.reason ?? FailureReason.FAILURE_REASON_UNSPECIFIED,
+    message,
+    detail: r.message === message ? '' : r.message.slice(0, MAX_TEXT),
+  };
 }

@@ -102,6 +102,13 @@ export interface RunSpec {
 
 export type RunState = 'succeeded' | 'failed' | 'timed_out' | 'cancelled';
 
+/**
+ * Why a run did not succeed, in a fixed vocabulary (the wire's FailureReason): what the agent
+ * may report in plaintext, unlike the message, which can echo the task's payload.
+ */
+export type RunFailure =
+  'exit_code' | 'out_of_memory' | 'timeout' | 'image_missing' | 'image_refused' | 'start_refused';
+
 /** How an execution ended. Failures of the infrastructure are thrown, not returned. */
 export interface RunResult {
   state: RunState;
@@ -119,8 +126,14 @@ export interface RunResult {
   startedAt: Date | null;
   /** From the start to the observed exit; 0 when it never started. */
   durationMs: number;
-  /** One line for people: what happened. Never contains the task's output. */
+  /**
+   * One line for people: what happened. Never contains the task's output, but it may name the
+   * image or carry the engine's own text, which echoes argv[0]: report it only where the
+   * payload may go (the executor sends it as the sealed `detail`).
+   */
   message: string;
+  /** Why a failed or timed-out run did not succeed; absent when it succeeded or was cancelled. */
+  failure?: RunFailure;
 }
 
 /**

@@ -19,8 +19,10 @@ import {
   type Execution,
   type ExecutionState,
   type ExecutionTrigger,
+  FailureReason,
   executionStateToJSON,
   executionTriggerToJSON,
+  failureReasonToJSON,
 } from '../gen/citadel/v1/execution.js';
 import {
   MissedRunPolicy,
@@ -313,7 +315,11 @@ export function executionDetails(execution: Execution): string {
     );
     if (r.oomKilled) entries.push(['oom killed', 'true']);
     if (r.timedOut) entries.push(['timed out', 'true']);
+    if (r.reason !== FailureReason.FAILURE_REASON_UNSPECIFIED) {
+      entries.push(['reason', enumName(failureReasonToJSON(r.reason), 'FAILURE_REASON_')]);
+    }
     if (r.message !== '') entries.push(['message', sanitize(r.message)]);
+    if (r.detail !== '') entries.push(['detail', sanitize(r.detail)]);
     if (r.stdout.length > 0) entries.push(['stdout', capturedText(r.stdout, r.stdoutTruncated)]);
     if (r.stderr.length > 0) entries.push(['stderr', capturedText(r.stderr, r.stderrTruncated)]);
   }

@@ -1,6 +1,7 @@
 /**
  * Envelope encryption for data at rest: AES-256-GCM records sealed under versioned data keys,
- * and data keys wrapped under the master key.
+ * and data keys wrapped under the master key; and keyed fingerprints (HMAC-SHA256 under a
+ * subkey of a data key) for values that must be compared but not readable or guessable.
  *
  * Sealed record layout (all lengths in bytes):
  *
@@ -9,7 +10,7 @@
  * The GCM additional authenticated data is the header (version, kid length, kid) followed by
  * the caller's AAD, so neither the record identity nor the key id can be swapped undetected.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { DecryptError, InvalidArgumentError } from '../../common/errors.js';
 
 const VERSION = 1;
@@ -32,6 +33,8 @@ export function generateKey(): Buffer {
 export class Keyring {
   readonly #keys: Map<string, Buffer>;
   readonly #activeKid: string;
+  /** Fingerprint subkeys derived so far, by kid and purpose. */
+  readonly #fingerprintKeys = new Map<string, Buffer>();
 
   /**
    * @param keys data keys (32 bytes each) by key id (printable ASCII, at most 255 bytes).
@@ -85,6 +88,31 @@ export class Keyring {
       throw new DecryptError(`unknown key id ${JSON.stringify(parsed.kid)}`);
     }
     return decrypt(key, parsed, aad);
+  }
+
+  /**
+   * A keyed fingerprint of `data`: HMAC-SHA256 under a subkey derived from the data key `kid`
+   * with HKDF-SHA256 (no salt, `purpose` as the info). Equal inputs give equal fingerprints
+   * under one key, so a stored fingerprint can tell a repeated input from another; unlike a
+   * plain hash, it cannot confirm a guessed input without the data key. Each purpose gets an
+   * unrelated subkey, and the data key itself is never used as an HMAC key.
+   * @param purpose a fixed label naming the use and its version, e.g.
+   *   `citadel idempotency fingerprint v1`.
+   * @param kid the data key to derive from; store it beside the fingerprint so the same one can
+   *   be recomputed after a rotation. @default the active key id
+   * @returns the fingerprint, 64 lowercase hex digits.
+   * @throws DecryptError if `kid` is not in the ring.
+   */
+  fingerprint(data: string | Buffer, purpose: string, kid: string = this.#activeKid): string {
+    const id = `${kid}\0${purpose}`;
+    let subkey = this.#fingerprintKeys.get(id);
+    if (subkey === undefined) {
+      const key = this.#keys.get(kid);
+      if (key === undefined) throw new DecryptError(`unknown key id ${JSON.stringify(kid)}`);
+      subkey = Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), purpose, KEY_BYTES));
+      this.#fingerprintKeys.set(id, subkey);
+    }
+    return createHmac('sha256', subkey).update(data).digest('hex');
   }
 
   /** `seal` for a UTF-8 string. */

@@ -1,7 +1,7 @@
 /**
  * Assignment delivery (docs/dispatch.md, "Delivery"): what a worker's stream sends for each
  * key under `assignments/<workerId>/`, and the worker's result turned into the store's result
- * record (output sealed).
+ * record (output, message and detail sealed).
  */
 import { InvalidArgumentError } from '../../common/errors.js';
 import {
@@ -18,6 +18,8 @@ import {
   isTerminal,
   openPayload,
   outputAad,
+  reasonToRecord,
+  sealText,
   type ExecState,
   type ExecutionRecord,
   type ResultRecord,
@@ -27,6 +29,8 @@ import type { Store, Versioned } from '../store/store.js';
 
 /** Most bytes of each output stream a report may carry. */
 export const MAX_OUTPUT_BYTES = 64 * 1024;
+/** Most characters of a report's message, and of its detail. */
+export const MAX_TEXT_CHARS = 1024;
 
 /**
  * The assignment event for `executionId`, or undefined if it is no longer assigned or
@@ -84,7 +88,10 @@ const OUTCOME_STATE = new Map<
 ]);
 
 /**
- * The terminal state and result record of a worker's report, output sealed.
+ * The terminal state and result record of a worker's report. The output is sealed, and so are
+ * the message and detail: a worker's words can echo the payload (an engine's error names the
+ * image or argv[0]), and an agent's message may not be trusted to be free of it, so none of
+ * them reaches etcd in plaintext. Only the reason, from a fixed vocabulary, stays readable.
  * @throws InvalidArgumentError naming the field.
  */
 export function reportToResult(
@@ -108,8 +115,15 @@ export function reportToResult(
       );
     }
   }
-  if (req.message.length > 1024)
-    throw new InvalidArgumentError('message', 'is over 1024 characters');
+  for (const [field, value] of [
+    ['message', req.message],
+    ['detail', req.detail],
+  ] as const) {
+    if (value.length > MAX_TEXT_CHARS) {
+      throw new InvalidArgumentError(field, `is over ${MAX_TEXT_CHARS} characters`);
+    }
+  }
+  const reason = reasonToRecord(req.reason);
   const captured = req.stdout.length > 0 || req.stderr.length > 0;
   return {
     state,
@@ -130,7 +144,12 @@ export function reportToResult(
       stderrTruncated: req.stderrTruncated,
       oomKilled: req.oomKilled,
       timedOut: state === 'timed_out',
-      message: req.message,
+      message: '',
+      text:
+        req.message !== '' || req.detail !== ''
+          ? sealText(keyring, req.executionId, { message: req.message, detail: req.detail })
+          : null,
+      ...(reason === undefined ? {} : { reason }),
     },
   };
 }

@@ -1,10 +1,14 @@
 /**
  * The records stored in etcd (JSON), and their conversion to the public proto messages.
- * Sensitive fields (payload, captured output) are sealed: see server/crypto/sealer.ts.
+ * Sensitive fields are sealed (server/crypto/sealer.ts): a task's payload, and of a result the
+ * captured output and everything the worker said in words (its message and detail, which can
+ * echo the payload); a result's plaintext holds only flags, numbers, a reason from a fixed
+ * vocabulary and the server's own fixed messages.
  */
 import {
   ExecutionState,
   ExecutionTrigger,
+  FailureReason,
   type Execution,
   type ExecutionResult,
 } from '../../gen/citadel/v1/execution.js';
@@ -73,6 +77,9 @@ export type ExecState = ExecutionStateName;
 
 export type Trigger = 'schedule' | 'manual' | 'retry';
 
+/** A FailureReason by its name without the prefix, lower case: `image_missing`, ... */
+export type FailureReasonName = string;
+
 export interface ResultRecord {
   exitCode?: number;
   /** Sealed JSON `{stdout, stderr}` (base64 strings), or null when nothing was captured. */
@@ -81,7 +88,19 @@ export interface ResultRecord {
   stderrTruncated: boolean;
   oomKilled: boolean;
   timedOut: boolean;
+  /**
+   * In plaintext, only a message the server wrote itself (fixed words and ids); '' when the
+   * message is the worker's, which is in `text`.
+   */
   message: string;
+  /**
+   * Sealed JSON `{message, detail}` (base64) of what the worker reported in words; absent or
+   * null for results the server wrote. Records written before it was sealed have none and keep
+   * the worker's message in `message`.
+   */
+  text?: string | null;
+  /** The reported FailureReason (see {@link reasonToRecord}); absent when unspecified. */
+  reason?: FailureReasonName;
   durationMs: number;
 }
 
@@ -181,6 +200,38 @@ const TRIGGER_TO_PROTO: Record<Trigger, ExecutionTrigger> = {
 
 export const payloadAad = (taskId: string) => `task/${taskId}/payload`;
 export const outputAad = (executionId: string) => `execution/${executionId}/output`;
+export const textAad = (executionId: string) => `execution/${executionId}/text`;
+
+/** What a worker reported in words, as sealed in a result's `text`. */
+export interface ReportedText {
+  message: string;
+  detail: string;
+}
+
+/** Seals a worker's message and detail for the result record of `executionId`. */
+export function sealText(keyring: Keyring, executionId: string, text: ReportedText): string {
+  return keyring.sealJson(text, textAad(executionId)).toString('base64');
+}
+
+const REASON_PREFIX = 'FAILURE_REASON_';
+
+/** A reported FailureReason as stored: its short name, or undefined when unspecified or unknown. */
+export function reasonToRecord(reason: FailureReason): FailureReasonName | undefined {
+  const name = (FailureReason as Record<number, string | undefined>)[reason];
+  if (reason === FailureReason.FAILURE_REASON_UNSPECIFIED || !name?.startsWith(REASON_PREFIX)) {
+    return undefined;
+  }
+  return name.slice(REASON_PREFIX.length).toLowerCase();
+}
+
+/** A stored reason as the proto enum; UNSPECIFIED for none or a name this build does not know. */
+export function reasonToProto(name: FailureReasonName | undefined): FailureReason {
+  if (name === undefined) return FailureReason.FAILURE_REASON_UNSPECIFIED;
+  const value = (FailureReason as unknown as Record<string, FailureReason | undefined>)[
+    REASON_PREFIX + name.toUpperCase()
+  ];
+  return value ?? FailureReason.FAILURE_REASON_UNSPECIFIED;
+}
 
 export function sealPayload(
   keyring: Keyring,
@@ -255,6 +306,10 @@ export function taskToProto(keyring: Keyring, record: TaskRecord, modRevision: n
 }
 
 function resultToProto(keyring: Keyring, id: string, r: ResultRecord): ExecutionResult {
+  let text: ReportedText = { message: r.message, detail: '' };
+  if (typeof r.text === 'string') {
+    text = keyring.openJson<ReportedText>(Buffer.from(r.text, 'base64'), textAad(id));
+  }
   let stdout = Buffer.alloc(0);
   let stderr = Buffer.alloc(0);
   if (r.output !== null) {
@@ -273,8 +328,10 @@ function resultToProto(keyring: Keyring, id: string, r: ResultRecord): Execution
     stderrTruncated: r.stderrTruncated,
     oomKilled: r.oomKilled,
     timedOut: r.timedOut,
-    message: r.message,
+    message: text.message,
     durationMs: r.durationMs,
+    reason: reasonToProto(r.reason),
+    detail: text.detail,
   };
 }
 

@@ -27,7 +27,28 @@ import { keys } from '../store/keys.js';
 import { openPayload, sealPayload, type ExecutionRecord, type TaskRecord } from './records.js';
 import { Tx, type Actor, type Fence, type Store, type Versioned } from '../store/store.js';
 import { firstRunAt, planDueFirings } from './schedule-firing.js';
-import type { TaskDefinition } from './task-validation.js';
+import { legacyRequestHash, type TaskDefinition } from './task-validation.js';
+
+/**
+ * The HKDF info of the key that idempotency records' request fingerprints are made with
+ * (server/crypto/sealer.ts `fingerprint`). A new version needs a new label.
+ */
+export const IDEMPOTENCY_FINGERPRINT = 'citadel idempotency fingerprint v1';
+
+/**
+ * `idempotency/<sha256(owner, key)>`: the task an owner's idempotency key created, and a
+ * fingerprint of the request that created it: HMAC-SHA256 of the owner and the canonical
+ * request under a key derived from data key `kid`, so etcd holds nothing a guessed payload
+ * could be checked against. Records written before fingerprints were keyed hold `requestHash`,
+ * the unsalted SHA-256 of the canonical request, instead; they are still honoured.
+ */
+export interface IdempotencyRecord {
+  taskId: string;
+  kid?: string;
+  requestHmac?: string;
+  /** The unsalted form, of records written before fingerprints were keyed: read, never written. */
+  requestHash?: string;
+}
 
 export interface EngineOptions {
   /** Firings later than this are "missed" and follow the task's missed-run policy. @default 15000 */
@@ -88,23 +109,43 @@ export class TaskEngine {
   // --- task operations -----------------------------------------------------------------------
 
   /**
+   * The fingerprint of `owner`'s create request (its canonical form) under data key `kid`.
+   * @throws DecryptError if `kid` is no longer in the keyring.
+   */
+  private requestFingerprint(owner: string, request: string, kid: string): string {
+    // The owner is in it, so equal requests of two owners do not show as equal in etcd.
+    return this.keyring.fingerprint(`${owner}\0${request}`, IDEMPOTENCY_FINGERPRINT, kid);
+  }
+
+  /** Whether the idempotency record `prior` was written for this owner's `request`. */
+  private sameRequest(prior: IdempotencyRecord, owner: string, request: string): boolean {
+    if (prior.requestHmac !== undefined && prior.kid !== undefined) {
+      return prior.requestHmac === this.requestFingerprint(owner, request, prior.kid);
+    }
+    // Written before fingerprints were keyed: honoured as it was then.
+    return prior.requestHash === legacyRequestHash(request);
+  }
+
+  /**
    * Creates a task (and its first execution if it is a one-time task due now).
+   * @param request the canonical request (task-validation `canonicalCreateRequest`), to tell a
+   *   retry from another request under the same idempotency key; only its fingerprint is kept.
    * @throws AlreadyExistsError if the idempotency key was used for a different request.
    */
   async createTask(
     actor: Actor,
     def: TaskDefinition,
     idempotencyKey: string,
-    requestHash: string,
+    request: string,
     /** The owner's max_tasks; 0 means no limit. */
     maxTasks = 0,
   ): Promise<{ task: Versioned<TaskRecord>; created: boolean }> {
     const idemKey = idempotencyKey ? idempotencyKeyOf(actor.userId, idempotencyKey) : undefined;
     return retryOnConflict(async () => {
       if (idemKey) {
-        const prior = await this.store.getJson<{ taskId: string; requestHash: string }>(idemKey);
+        const prior = await this.store.getJson<IdempotencyRecord>(idemKey);
         if (prior) {
-          if (prior.value.requestHash !== requestHash) {
+          if (!this.sameRequest(prior.value, actor.userId, request)) {
             throw new AlreadyExistsError(
               'idempotency_key was already used for a different request; use a new key',
             );
@@ -137,7 +178,14 @@ export class TaskEngine {
       const tx = new Tx();
       tx.expect(keys.task(id), 0).put(keys.owned(actor.userId, id), '');
       if (maxTasks > 0) await this.reserveTaskSlot(tx, actor.userId, maxTasks);
-      if (idemKey) tx.expect(idemKey, 0).putJson(idemKey, { taskId: id, requestHash });
+      if (idemKey) {
+        const kid = this.keyring.activeKid;
+        tx.expect(idemKey, 0).putJson(idemKey, {
+          taskId: id,
+          kid,
+          requestHmac: this.requestFingerprint(actor.userId, request, kid),
+        } satisfies IdempotencyRecord);
+      }
       if (task.schedule.kind === 'once' && task.nextRunAt !== null && task.nextRunAt <= now) {
         addRun(tx, task, task.nextRunAt, 'schedule', actor, now);
         task.nextRunAt = null;
@@ -379,7 +427,7 @@ export class TaskEngine {
   }
 }
 
-/** The key that maps an owner's idempotency key to its task. */
-function idempotencyKeyOf(owner: string, key: string): string {
+/** The key (`idempotency/<sha256(owner, key)>`) that maps an owner's idempotency key to its task. */
+export function idempotencyKeyOf(owner: string, key: string): string {
   return keys.idempotency(createHash('sha256').update(`${owner}\0${key}`).digest('hex'));
 }

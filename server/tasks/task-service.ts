@@ -3,7 +3,6 @@
  * response. The task RPCs are here; the execution RPCs are in execution-rpcs.ts.
  */
 import { InvalidArgumentError, NotFoundError, PermissionDeniedError } from '../../common/errors.js';
-import { Task } from '../../gen/citadel/v1/task.js';
 import type { TaskServiceServer } from '../../gen/citadel/v1/task_service.js';
 import { decodePageToken, pageSize } from '../api/page-token.js';
 import { unary, type Principal } from '../auth/admission.js';
@@ -16,7 +15,7 @@ import { executionToProto, taskToProto, type ExecutionRecord, type TaskRecord } 
 import type { TaskEngine } from './task-engine.js';
 import {
   applyUpdate,
-  requestHash,
+  canonicalCreateRequest,
   validateIdempotencyKey,
   validateNewTask,
   validateTaskId,
@@ -73,25 +72,11 @@ export function taskService(deps: TaskServiceDeps): TaskServiceServer {
       const def = validateNewTask(req.task, Date.now());
       checkTaskLimits(principal.user, def);
       const idempotencyKey = validateIdempotencyKey(req.task!.idempotencyKey);
-      // Output-only fields do not make two requests different.
-      const hash = requestHash(
-        Task.toJSON({
-          ...req.task!,
-          id: '',
-          owner: '',
-          enabled: false,
-          createTime: undefined,
-          updateTime: undefined,
-          nextRunTime: undefined,
-          lastRunTime: undefined,
-          etag: '',
-        }),
-      );
       const { task, created } = await engine.createTask(
         principal,
         def,
         idempotencyKey,
-        hash,
+        idempotencyKey ? canonicalCreateRequest(req.task!) : '',
         principal.user.role === 'admin' ? 0 : principal.user.maxTasks,
       );
       return { task: toTask(task), created };

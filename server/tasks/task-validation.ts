@@ -12,8 +12,8 @@ import {
   MissedRunPolicy,
   OverlapPolicy,
   Priority,
+  Task,
   type RetryPolicy,
-  type Task,
 } from '../../gen/citadel/v1/task.js';
 import { validateCron } from './cron.js';
 import {
@@ -297,9 +297,34 @@ export function applyUpdate(
   return { definition: next, scheduleChanged };
 }
 
-/** A stable hash of a create request, to tell an idempotent retry from a different request. */
-export function requestHash(value: unknown): string {
-  return createHash('sha256').update(canonicalJson(value)).digest('hex');
+/**
+ * The canonical form of a CreateTask request's task (sorted-key JSON, output-only fields
+ * cleared), to tell an idempotent retry from a different request. It holds the plaintext
+ * payload: never store it, nor a plain hash of it (see the task engine's fingerprint).
+ */
+export function canonicalCreateRequest(task: Task): string {
+  // Output-only fields do not make two requests different.
+  return canonicalJson(
+    Task.toJSON({
+      ...task,
+      id: '',
+      owner: '',
+      enabled: false,
+      createTime: undefined,
+      updateTime: undefined,
+      nextRunTime: undefined,
+      lastRunTime: undefined,
+      etag: '',
+    }),
+  );
+}
+
+/**
+ * The unsalted SHA-256 (hex) of a canonical request: what idempotency records written before
+ * they were keyed hold. Only compared against those, never written again.
+ */
+export function legacyRequestHash(canonical: string): string {
+  return createHash('sha256').update(canonical).digest('hex');
 }
 
 function canonicalJson(value: unknown): string {

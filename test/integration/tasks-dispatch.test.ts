@@ -4,8 +4,10 @@
 // truncated output are reported as such; a timeout ends timed_out; a stale token is refused;
 // StartExecution can be repeated; an agent killed mid-run loses its execution to a retry
 // elsewhere and removes its orphan when it restarts; an agent stopped mid-run withdraws its
-// slots and reports its execution lost; a user's max_concurrent_executions holds.
-// docs/dispatch.md.
+// slots and reports its execution lost; a user's max_concurrent_executions holds; a task that
+// cannot start leaves nothing of its payload in etcd (its keys, values and files), while its
+// reader still gets the reason and the engine's words. docs/dispatch.md.
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -15,8 +17,9 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Role } from '../../gen/citadel/v1/admin.js';
 import { CreateApiKeyRequest, CreateUserRequest } from '../../gen/citadel/v1/admin_service.js';
-import { ExecutionState, type Execution } from '../../gen/citadel/v1/execution.js';
+import { ExecutionState, FailureReason, type Execution } from '../../gen/citadel/v1/execution.js';
 import { CreateTaskRequest, ListExecutionsRequest } from '../../gen/citadel/v1/task_service.js';
+import { prefixEnd } from '../../server/store/store.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { eventually } from '../helpers/eventually.js';
 import { REPO_ROOT, startTestServer, type TestServer } from '../helpers/server.js';
@@ -170,6 +173,11 @@ describe('dispatch', () => {
     assert.equal(done.state, ExecutionState.EXECUTION_STATE_FAILED);
     assert.equal(
       done.result?.message,
+      'the task asks for more memory, CPU or processes than this worker allows',
+    );
+    assert.equal(done.result.reason, FailureReason.FAILURE_REASON_RESOURCES_EXCEEDED);
+    assert.equal(
+      done.result.detail,
       'the task asks for 8192 MiB of memory; this worker allows at most 4096 (--max-task-memory-mb)',
     );
     assert.equal(await containersOf(done.id), '');
@@ -368,6 +376,61 @@ describe('dispatch', () => {
     }
   });
 
+  test("a task that cannot start leaves nothing of its payload in etcd's keys, values or files; its reader gets the words", async () => {
+    // One marker in the image name, argv and an environment variable's name and value: Docker's
+    // errors echo the image and argv[0], and used to reach etcd as the execution's message.
+    const marker = `leak${randomBytes(8).toString('hex')}`;
+    const env = { [`${marker}_name`]: `${marker}-value` };
+    const noImageTask = await createContainerTask({
+      image: `citadel-missing/${marker}:latest`,
+      argv: [`/bin/${marker}`, marker],
+      env,
+    });
+    const noProgramTask = await createContainerTask({ argv: [`/bin/${marker}`, marker], env });
+    const [noImage, noProgram] = await Promise.all([
+      firstEnded(noImageTask),
+      firstEnded(noProgramTask),
+    ]);
+    assert.equal(noImage.state, ExecutionState.EXECUTION_STATE_FAILED, noImage.result?.message);
+    assert.equal(noProgram.state, ExecutionState.EXECUTION_STATE_FAILED, noProgram.result?.message);
+
+    // Every key and value under the cluster prefix, read from etcd directly.
+    const { store } = ts.server;
+    const prefix = Buffer.from(store.prefix);
+    const all = await store.client.kv.range({ key: prefix, range_end: prefixEnd(prefix) });
+    assert.ok(all.kvs.length > 0, 'the prefix holds keys');
+    for (const kv of all.kvs) {
+      assert.ok(!kv.key.includes(marker), `key ${kv.key.toString()} holds the payload marker`);
+      assert.ok(
+        !kv.value.includes(marker),
+        `the value of ${kv.key.toString()} holds the payload marker: ${kv.value.toString()}`,
+      );
+    }
+    // And etcd's files (WAL, snapshots, db), which keep every value ever written.
+    const files = await filesUnder(etcd.dataDir);
+    assert.ok(files.length > 0, `etcd has files under ${etcd.dataDir}`);
+    for (const file of files) {
+      const bytes = await fs.readFile(file).catch(() => Buffer.alloc(0)); // gone: rotated
+      assert.ok(!bytes.includes(marker), `etcd's file ${file} holds the payload marker`);
+    }
+    // Nor does the agent log it.
+    const logged = agent.logs.filter((l) => JSON.stringify(l).includes(marker));
+    assert.deepEqual(logged, [], 'agent log lines holding the payload marker');
+
+    // A reader of the execution gets fixed words, the reason, and the engine's text unsealed.
+    const got = async (id: string) =>
+      (await ts.call(ts.client.getExecution, { id })).execution!.result!;
+    const image = await got(noImage.id);
+    assert.equal(image.reason, FailureReason.FAILURE_REASON_IMAGE_MISSING);
+    assert.equal(image.message, "the task's image is not present on this worker; build or load it");
+    assert.match(image.detail, new RegExp(`citadel-missing/${marker}:latest`));
+    const program = await got(noProgram.id);
+    assert.equal(program.reason, FailureReason.FAILURE_REASON_START_REFUSED);
+    assert.match(program.message, /refused to start the task's program/);
+    assert.doesNotMatch(program.message, new RegExp(marker));
+    assert.match(program.detail, new RegExp(`/bin/${marker}`));
+  });
+
   test('max_concurrent_executions = 2 with 10 due tasks: never more than 2 running at once', async () => {
     const admin = adminClient(ts);
     try {
@@ -411,6 +474,12 @@ describe('dispatch', () => {
     }
   });
 });
+
+/** Every file under `dir`, at any depth. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
+}
 
 /** Ids of containers (running or not) labelled with `executionId`. */
 async function containersOf(executionId: string): Promise<string> {

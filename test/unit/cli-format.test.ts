@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { protoDurations } from '../../cli/session.js';
-import { Execution, ExecutionState, ExecutionTrigger } from '../../gen/citadel/v1/execution.js';
+import {
+  Execution,
+  ExecutionState,
+  ExecutionTrigger,
+  FailureReason,
+} from '../../gen/citadel/v1/execution.js';
 import { Priority, Task } from '../../gen/citadel/v1/task.js';
 import {
   executionDetails,
@@ -135,6 +140,9 @@ void describe('task and execution output', () => {
       stdout: Buffer.from('line one\r\nline \x1b[2Jtwo\n'),
       stdoutTruncated: true,
       durationMs: 2000,
+      reason: FailureReason.FAILURE_REASON_START_REFUSED,
+      message: "the container engine refused to start the task's program",
+      detail: 'exec: "/bin/nope\x1b[2J": no such file',
     },
   });
 
@@ -186,6 +194,9 @@ void describe('task and execution output', () => {
     assert.match(out, /^state: +failed$/m);
     assert.match(out, /^exit code: +2$/m);
     assert.match(out, /^duration: +2s$/m);
+    assert.match(out, /^reason: +start_refused$/m);
+    assert.match(out, /^message: +the container engine refused to start the task's program$/m);
+    assert.match(out, /^detail: +exec: "\/bin\/nope\\x1b\[2J": no such file$/m);
     assert.ok(
       out.includes('stdout:\n  line one\n  line \\x1b[2Jtwo\n  [truncated]'),
       "out.includes('stdout:\\n line one\\n line \\\\x1b[2Jtwo\\n [truncated]')",

@@ -1,4 +1,6 @@
-// Unit tests for the AES-256-GCM envelope sealer: round trips, tamper detection, rotation.
+// Unit tests for the AES-256-GCM envelope sealer: round trips, tamper detection, rotation; and
+// the keyed fingerprints (HMAC under an HKDF subkey of a data key).
+import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DecryptError } from '../../common/errors.js';
@@ -133,4 +135,52 @@ void test('wrapDataKey/unwrapDataKey round trip; wrong master key or kid fails',
     () => new Keyring(new Map([['dk7', master]]), 'dk7').open(wrapped, AAD),
     DecryptError,
   );
+});
+
+const PURPOSE = 'citadel idempotency fingerprint v1';
+
+void test('fingerprint: HMAC-SHA256 under an HKDF subkey of the data key, pinned by a known answer', () => {
+  // Computed apart from this code (RFC 5869 HKDF-SHA256, empty salt, info = the purpose; then
+  // HMAC-SHA256): stored fingerprints depend on this derivation never changing by accident.
+  const keyring = ring('dk1', Buffer.alloc(32, 7));
+  const data = 'admin\0{"type":"email"}';
+  assert.equal(
+    keyring.fingerprint(data, PURPOSE),
+    '8579875aa46826548eb6c31b53231bcb529da8cccbae78996a40f04a0363219d',
+  );
+  assert.notEqual(
+    keyring.fingerprint(data, PURPOSE),
+    createHash('sha256').update(data).digest('hex'),
+    'not the plain SHA-256 a payload guess could be checked against',
+  );
+});
+
+void test('fingerprint: stable for one key and purpose; another key, kid or purpose gives another', () => {
+  const key = generateKey();
+  const keyring = ring('dk1', key);
+  const data = Buffer.from('same request');
+  const fp = keyring.fingerprint(data, PURPOSE);
+  assert.match(fp, /^[0-9a-f]{64}$/);
+  assert.equal(keyring.fingerprint(data, PURPOSE), fp, 'deterministic');
+  assert.equal(keyring.fingerprint('same request', PURPOSE), fp, 'a string is its UTF-8 bytes');
+  assert.equal(ring('dk9', key).fingerprint(data, PURPOSE), fp, 'the key bytes count, not the kid');
+  assert.notEqual(ring('dk1').fingerprint(data, PURPOSE), fp, 'depends on the key');
+  assert.notEqual(keyring.fingerprint(data, 'another purpose v1'), fp, 'depends on the purpose');
+  assert.notEqual(keyring.fingerprint('other request', PURPOSE), fp, 'depends on the data');
+});
+
+void test('fingerprint: an older kid after a rotation recomputes the old value; an unknown kid throws', () => {
+  const old = generateKey();
+  const before = new Keyring(new Map([['dk1', old]]), 'dk1');
+  const stored = before.fingerprint('request', PURPOSE);
+  const after = new Keyring(
+    new Map([
+      ['dk1', old],
+      ['dk2', generateKey()],
+    ]),
+    'dk2',
+  );
+  assert.notEqual(after.fingerprint('request', PURPOSE), stored, 'the active key changed');
+  assert.equal(after.fingerprint('request', PURPOSE, 'dk1'), stored);
+  assert.throws(() => after.fingerprint('request', PURPOSE, 'dk3'), DecryptError);
 });

@@ -148,6 +148,101 @@ export function executionTriggerToJSON(object: ExecutionTrigger): string {
   }
 }
 
+/** FailureReason says, in a fixed vocabulary, why an execution did not succeed on its worker. */
+export enum FailureReason {
+  /** FAILURE_REASON_UNSPECIFIED - Not given: a success, a result the server wrote, or an agent that predates the field. */
+  FAILURE_REASON_UNSPECIFIED = 0,
+  /** FAILURE_REASON_EXIT_CODE - The task's process exited with a non-zero code. */
+  FAILURE_REASON_EXIT_CODE = 1,
+  /** FAILURE_REASON_OUT_OF_MEMORY - The task's process was killed at its memory limit. */
+  FAILURE_REASON_OUT_OF_MEMORY = 2,
+  /** FAILURE_REASON_TIMEOUT - The task's process ran past the task's timeout and was killed. */
+  FAILURE_REASON_TIMEOUT = 3,
+  /** FAILURE_REASON_IMAGE_MISSING - The task's image is not present on the worker (workers never pull images). */
+  FAILURE_REASON_IMAGE_MISSING = 4,
+  /** FAILURE_REASON_IMAGE_REFUSED - The task's image cannot run in the sandbox (it declares a volume where no tmpfs can go). */
+  FAILURE_REASON_IMAGE_REFUSED = 5,
+  /**
+   * FAILURE_REASON_START_REFUSED - The container engine refused to start the task's program (for example, argv[0] does not
+   * exist in the image).
+   */
+  FAILURE_REASON_START_REFUSED = 6,
+  /** FAILURE_REASON_RESOURCES_EXCEEDED - The task asks for more memory, CPU or processes than the worker allows. */
+  FAILURE_REASON_RESOURCES_EXCEEDED = 7,
+  /** FAILURE_REASON_NO_RUNNER - The worker has no runner for the task's type. */
+  FAILURE_REASON_NO_RUNNER = 8,
+  /** FAILURE_REASON_RUNTIME_ERROR - The worker's container engine failed while running the task. */
+  FAILURE_REASON_RUNTIME_ERROR = 9,
+  UNRECOGNIZED = -1,
+}
+
+export function failureReasonFromJSON(object: any): FailureReason {
+  switch (object) {
+    case 0:
+    case "FAILURE_REASON_UNSPECIFIED":
+      return FailureReason.FAILURE_REASON_UNSPECIFIED;
+    case 1:
+    case "FAILURE_REASON_EXIT_CODE":
+      return FailureReason.FAILURE_REASON_EXIT_CODE;
+    case 2:
+    case "FAILURE_REASON_OUT_OF_MEMORY":
+      return FailureReason.FAILURE_REASON_OUT_OF_MEMORY;
+    case 3:
+    case "FAILURE_REASON_TIMEOUT":
+      return FailureReason.FAILURE_REASON_TIMEOUT;
+    case 4:
+    case "FAILURE_REASON_IMAGE_MISSING":
+      return FailureReason.FAILURE_REASON_IMAGE_MISSING;
+    case 5:
+    case "FAILURE_REASON_IMAGE_REFUSED":
+      return FailureReason.FAILURE_REASON_IMAGE_REFUSED;
+    case 6:
+    case "FAILURE_REASON_START_REFUSED":
+      return FailureReason.FAILURE_REASON_START_REFUSED;
+    case 7:
+    case "FAILURE_REASON_RESOURCES_EXCEEDED":
+      return FailureReason.FAILURE_REASON_RESOURCES_EXCEEDED;
+    case 8:
+    case "FAILURE_REASON_NO_RUNNER":
+      return FailureReason.FAILURE_REASON_NO_RUNNER;
+    case 9:
+    case "FAILURE_REASON_RUNTIME_ERROR":
+      return FailureReason.FAILURE_REASON_RUNTIME_ERROR;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return FailureReason.UNRECOGNIZED;
+  }
+}
+
+export function failureReasonToJSON(object: FailureReason): string {
+  switch (object) {
+    case FailureReason.FAILURE_REASON_UNSPECIFIED:
+      return "FAILURE_REASON_UNSPECIFIED";
+    case FailureReason.FAILURE_REASON_EXIT_CODE:
+      return "FAILURE_REASON_EXIT_CODE";
+    case FailureReason.FAILURE_REASON_OUT_OF_MEMORY:
+      return "FAILURE_REASON_OUT_OF_MEMORY";
+    case FailureReason.FAILURE_REASON_TIMEOUT:
+      return "FAILURE_REASON_TIMEOUT";
+    case FailureReason.FAILURE_REASON_IMAGE_MISSING:
+      return "FAILURE_REASON_IMAGE_MISSING";
+    case FailureReason.FAILURE_REASON_IMAGE_REFUSED:
+      return "FAILURE_REASON_IMAGE_REFUSED";
+    case FailureReason.FAILURE_REASON_START_REFUSED:
+      return "FAILURE_REASON_START_REFUSED";
+    case FailureReason.FAILURE_REASON_RESOURCES_EXCEEDED:
+      return "FAILURE_REASON_RESOURCES_EXCEEDED";
+    case FailureReason.FAILURE_REASON_NO_RUNNER:
+      return "FAILURE_REASON_NO_RUNNER";
+    case FailureReason.FAILURE_REASON_RUNTIME_ERROR:
+      return "FAILURE_REASON_RUNTIME_ERROR";
+    case FailureReason.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /**
  * Execution is one attempt to run a task. A retry is a new Execution with the next attempt
  * number; a cron firing or a RunTask call starts a new run at attempt 1.
@@ -226,12 +321,27 @@ export interface ExecutionResult {
   /** Whether the process was stopped for exceeding the task's timeout. */
   timedOut: boolean;
   /**
-   * Human-readable reason for the terminal state, for example "cancelled by user" or
-   * "no report within timeout plus grace". Never contains payload or secret values.
+   * Human-readable reason for the terminal state in fixed words, for example "cancelled by
+   * user", "exited with code 3" or "the task's image is not present on this worker". Never
+   * contains payload or secret values: text that may echo them is in `detail`. Stored sealed
+   * when a worker reported it.
    */
   message: string;
   /** Wall-clock run time in milliseconds, from start to end. */
   durationMs: number;
+  /**
+   * Why the execution did not succeed, in a fixed vocabulary, as its worker reported it.
+   * Unspecified for a success, for results the server wrote itself (cancellation, a lost
+   * worker, no report in time) and for reports of agents that predate this field.
+   */
+  reason: FailureReason;
+  /**
+   * The worker's detailed explanation of a failure, for example the container engine's own
+   * error text. It may echo the task's image, argv or environment variable names (never
+   * secret values), so it is stored sealed like the output and shown only to callers who
+   * may read the execution. Empty when there is none.
+   */
+  detail: string;
 }
 
 function createBaseExecution(): Execution {
@@ -588,6 +698,8 @@ function createBaseExecutionResult(): ExecutionResult {
     timedOut: false,
     message: "",
     durationMs: 0,
+    reason: 0,
+    detail: "",
   };
 }
 
@@ -619,6 +731,12 @@ export const ExecutionResult: MessageFns<ExecutionResult> = {
     }
     if (message.durationMs !== 0) {
       writer.uint32(72).uint64(message.durationMs);
+    }
+    if (message.reason !== 0) {
+      writer.uint32(80).int32(message.reason);
+    }
+    if (message.detail !== "") {
+      writer.uint32(90).string(message.detail);
     }
     return writer;
   },
@@ -708,6 +826,22 @@ export const ExecutionResult: MessageFns<ExecutionResult> = {
             message.durationMs = longToNumber(reader.uint64());
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.reason = reader.int32() as any;
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -755,6 +889,8 @@ export const ExecutionResult: MessageFns<ExecutionResult> = {
         : isSet(object.duration_ms)
         ? globalThis.Number(object.duration_ms)
         : 0,
+      reason: isSet(object.reason) ? failureReasonFromJSON(object.reason) : 0,
+      detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
     };
   },
 
@@ -787,6 +923,12 @@ export const ExecutionResult: MessageFns<ExecutionResult> = {
     if (message.durationMs !== 0) {
       obj.durationMs = Math.round(message.durationMs);
     }
+    if (message.reason !== 0) {
+      obj.reason = failureReasonToJSON(message.reason);
+    }
+    if (message.detail !== "") {
+      obj.detail = message.detail;
+    }
     return obj;
   },
 
@@ -804,6 +946,8 @@ export const ExecutionResult: MessageFns<ExecutionResult> = {
     message.timedOut = object.timedOut ?? false;
     message.message = object.message ?? "";
     message.durationMs = object.durationMs ?? 0;
+    message.reason = object.reason ?? 0;
+    message.detail = object.detail ?? "";
     return message;
   },
 };

@@ -22,6 +22,7 @@ import {
 } from "@grpc/grpc-js";
 import { Duration } from "../../google/protobuf/duration.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
+import { FailureReason, failureReasonFromJSON, failureReasonToJSON } from "./execution.js";
 
 export const protobufPackage = "citadel.v1";
 
@@ -302,8 +303,20 @@ export interface ReportResultRequest {
   stderrTruncated: boolean;
   /** Whether the kernel killed it for exceeding its memory limit. */
   oomKilled: boolean;
-  /** A short human-readable explanation (never secret). */
+  /**
+   * A short human-readable explanation in fixed words (never secret): it must not echo the
+   * task's payload (image, argv, environment); such text belongs in `detail`. At most 1024
+   * characters. The server stores it sealed all the same.
+   */
   message: string;
+  /** Why it did not succeed, in a fixed vocabulary; unspecified for a success or a lost run. */
+  reason: FailureReason;
+  /**
+   * A detailed explanation of a failure that may echo the task's payload, for example the
+   * container engine's error text naming the image or argv[0] (never secret values). At most
+   * 1024 characters. The server stores it sealed and shows it only to readers of the execution.
+   */
+  detail: string;
 }
 
 /** Response of WorkerService.ReportResult. */
@@ -1729,6 +1742,8 @@ function createBaseReportResultRequest(): ReportResultRequest {
     stderrTruncated: false,
     oomKilled: false,
     message: "",
+    reason: 0,
+    detail: "",
   };
 }
 
@@ -1763,6 +1778,12 @@ export const ReportResultRequest: MessageFns<ReportResultRequest> = {
     }
     if (message.message !== "") {
       writer.uint32(82).string(message.message);
+    }
+    if (message.reason !== 0) {
+      writer.uint32(88).int32(message.reason);
+    }
+    if (message.detail !== "") {
+      writer.uint32(98).string(message.detail);
     }
     return writer;
   },
@@ -1860,6 +1881,22 @@ export const ReportResultRequest: MessageFns<ReportResultRequest> = {
             message.message = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.reason = reader.int32() as any;
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1908,6 +1945,8 @@ export const ReportResultRequest: MessageFns<ReportResultRequest> = {
         ? globalThis.Boolean(object.oom_killed)
         : false,
       message: isSet(object.message) ? globalThis.String(object.message) : "",
+      reason: isSet(object.reason) ? failureReasonFromJSON(object.reason) : 0,
+      detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
     };
   },
 
@@ -1943,6 +1982,12 @@ export const ReportResultRequest: MessageFns<ReportResultRequest> = {
     if (message.message !== "") {
       obj.message = message.message;
     }
+    if (message.reason !== 0) {
+      obj.reason = failureReasonToJSON(message.reason);
+    }
+    if (message.detail !== "") {
+      obj.detail = message.detail;
+    }
     return obj;
   },
 
@@ -1961,6 +2006,8 @@ export const ReportResultRequest: MessageFns<ReportResultRequest> = {
     message.stderrTruncated = object.stderrTruncated ?? false;
     message.oomKilled = object.oomKilled ?? false;
     message.message = object.message ?? "";
+    message.reason = object.reason ?? 0;
+    message.detail = object.detail ?? "";
     return message;
   },
 };
