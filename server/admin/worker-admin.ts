@@ -2,7 +2,7 @@
  * AdminService handlers for workers: bootstrap tokens (created, listed, revoked) and workers
  * (listed, blocked, retired). Each change is one store transaction with its audit record.
  */
-import { ConflictError, InvalidArgumentError, NotFoundError } from '../../common/errors.js';
+import { InvalidArgumentError, NotFoundError } from '../../common/errors.js';
 import type { AdminServiceServer } from '../../gen/citadel/v1/admin_service.js';
 import { decodePageToken, encodePageToken, pageSize } from '../api/page-token.js';
 import { configChange, description } from './admin-common.js';
@@ -15,6 +15,7 @@ import {
 } from '../workers/bootstrap-tokens.js';
 import type { CertRegistry } from '../auth/cert-registry.js';
 import { keys } from '../store/keys.js';
+import { retryOnConflict } from '../store/retry-on-conflict.js';
 import { unary, type RpcDeps } from '../auth/admission.js';
 import { Tx } from '../store/store.js';
 import { caFingerprint, type CaMaterial } from '../tls/ca.js';
@@ -99,7 +100,7 @@ export function workerAdmin(deps: WorkerAdminDeps): WorkerAdminRpcs {
         if (!/^bt_[0-9a-z]{1,32}$/.test(req.id)) {
           throw new InvalidArgumentError('id', 'is not a bootstrap token id (bt_...)');
         }
-        for (;;) {
+        return retryOnConflict(async () => {
           const index = await store.getJson<{ hash: string }>(keys.bootstrapTokenId(req.id));
           const token =
             index &&
@@ -113,13 +114,9 @@ export function workerAdmin(deps: WorkerAdminDeps): WorkerAdminRpcs {
             .expect(token.key, token.modRevision)
             .putJson(token.key, revoked)
             .record(configChange(principal, 'revoke_bootstrap_token', { token_id: req.id }));
-          try {
-            await store.commit(tx);
-            return { bootstrapToken: tokenToProto(revoked) };
-          } catch (err) {
-            if (!(err instanceof ConflictError)) throw err;
-          }
-        }
+          await store.commit(tx);
+          return { bootstrapToken: tokenToProto(revoked) };
+        });
       },
     ),
 
