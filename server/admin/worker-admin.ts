@@ -82,7 +82,7 @@ export function workerAdmin(deps: WorkerAdminDeps): WorkerAdminRpcs {
     ),
 
     listBootstrapTokens: unary(deps, 'AdminService/ListBootstrapTokens', async (req) => {
-      const page = await store.range<BootstrapTokenRecord>(keys.bootstrapTokenPrefix);
+      const page = await store.rangeAll<BootstrapTokenRecord>(keys.bootstrapTokenPrefix);
       const now = Date.now();
       return {
         bootstrapTokens: page.items

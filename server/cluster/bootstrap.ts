@@ -11,7 +11,7 @@ import { generateApiKey, type ApiKeyRecord } from '../auth/api-keys.js';
 import { Keyring, generateKey, unwrapDataKey, wrapDataKey } from '../crypto/sealer.js';
 import { keys } from '../store/keys.js';
 import { BOOTSTRAP_ADMIN, type UserRecord } from '../auth/users.js';
-import { Tx, type Store } from '../store/store.js';
+import { Tx, type Store, type Versioned } from '../store/store.js';
 import { createCa, type CaMaterial } from '../tls/ca.js';
 
 export interface ClusterMaterial {
@@ -107,13 +107,11 @@ async function loadCluster(
     throw new ConfigError('--etcd-prefix', 'the cluster record in etcd is incomplete');
   }
   const dataKeys = new Map<string, Buffer>();
-  const raw = await store.client
-    .getAll()
-    .prefix(store.prefix + keys.dataKeyPrefix)
-    .buffers();
+  const raw: Versioned<Buffer>[] = [];
+  for await (const page of store.rawPages(keys.dataKeyPrefix)) raw.push(...page.items);
   try {
-    for (const [fullKey, value] of Object.entries(raw)) {
-      const kid = fullKey.slice((store.prefix + keys.dataKeyPrefix).length);
+    for (const { key, value } of raw) {
+      const kid = key.slice(keys.dataKeyPrefix.length);
       dataKeys.set(kid, unwrapDataKey(masterKey, kid, Buffer.from(value.toString(), 'base64')));
     }
     const master = new Keyring(new Map([['master', masterKey]]), 'master');

@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Etcd3, type IOptions } from 'etcd3';
 import type { Logger } from 'pino';
+import { ETCD_MAX_RECEIVE_BYTES } from '../store/range-limits.js';
 import { startEmbeddedEtcd, type EmbeddedEtcd } from './embedded-etcd.js';
 
 type EtcdCredentials = NonNullable<IOptions['credentials']>;
@@ -60,7 +61,11 @@ export async function connectEtcd(
   let embedded: EmbeddedEtcd | undefined;
   let endpoints = options.etcdEndpoints;
   let credentials: EtcdCredentials | undefined;
-  let grpcOptions: IOptions['grpcOptions'];
+  // gRPC's default receive limit (4 MiB) is smaller than four legal etcd values; the store
+  // sizes every range page to fit this limit instead (store.ts, MAX_RANGE_PAGE).
+  let grpcOptions: IOptions['grpcOptions'] = {
+    'grpc.max_receive_message_length': ETCD_MAX_RECEIVE_BYTES,
+  };
   if (endpoints.length === 0) {
     // Always mutual TLS: on plaintext loopback any local user could rewrite the cluster.
     embedded = await startEmbeddedEtcd({
@@ -71,7 +76,7 @@ export async function connectEtcd(
     endpoints = [embedded.endpoint];
     const tls = embedded.tls!; // always set when started with a TLS dir
     credentials = tls.credentials;
-    grpcOptions = { 'grpc.ssl_target_name_override': tls.serverName };
+    grpcOptions = { ...grpcOptions, 'grpc.ssl_target_name_override': tls.serverName };
     if (embedded.tlsRenewed !== undefined) {
       logger.info({ reason: embedded.tlsRenewed }, 'embedded etcd TLS certificates issued');
     }

@@ -38,7 +38,10 @@ export class DeadlineIndex<T> {
     return this.items.size;
   }
 
-  /** Loads every record with one consistent range read, then watches from that revision. */
+  /**
+   * Loads every record as one snapshot read in bounded pages (Store.pages), then watches from
+   * that revision.
+   */
   async start(): Promise<void> {
     this.running = true;
     await this.load();
@@ -46,14 +49,10 @@ export class DeadlineIndex<T> {
 
   private async load(): Promise<void> {
     const { store, prefix } = this.options;
-    let startAfter: string | undefined;
     let revision = 0;
-    for (;;) {
-      const page = await store.range<T>(prefix, { startAfter, limit: 1000, revision });
+    for await (const page of store.pages<T>(prefix)) {
       revision = page.revision;
       for (const item of page.items) this.upsert(item);
-      if (!page.more || page.items.length === 0) break;
-      startAfter = page.items[page.items.length - 1]!.key;
     }
     if (!this.running) return;
     const watcher = await store.watch(prefix, revision + 1);

@@ -8,6 +8,7 @@ import type { Etcd3, ICompare, IKeyValue, IRequestOp, Watcher } from 'etcd3';
 import { CompareResult, CompareTarget } from 'etcd3';
 import { ConflictError, NotLeaderError } from '../../common/errors.js';
 import { keys } from './keys.js';
+import { MAX_RANGE_PAGE, rangePageCap, type PagesOptions } from './range-limits.js';
 
 /** One audit record, in the seed's format. Never carries payloads, results or secrets. */
 export interface AuditEvent {
@@ -45,6 +46,17 @@ export interface Versioned<T> {
   value: T;
   modRevision: number;
   createRevision: number;
+  /** Bytes of the stored value, when read from etcd (for byte-bounded pages). */
+  size?: number;
+}
+
+/** One page of a range read. */
+export interface RangePage<T> {
+  items: Versioned<T>[];
+  /** True if keys after the last item remain. */
+  more: boolean;
+  /** The store revision the read saw. */
+  revision: number;
 }
 
 /** A transaction being built. Puts to the same key coalesce (etcd forbids two in one txn). */
@@ -183,12 +195,16 @@ export class Store {
     return v && { ...v, value: parseValue<T>(v.value) };
   }
 
-  /** Reads several keys, 100 per round trip (missing keys are left out). */
+  /**
+   * Reads several keys, {@link MAX_RANGE_PAGE} per round trip so that a response of values as
+   * large as etcd allows still fits the receive limit (missing keys are left out).
+   */
   async getManyJson<T>(keyList: string[]): Promise<Map<string, Versioned<T>>> {
     const out = new Map<string, Versioned<T>>();
-    for (let i = 0; i < keyList.length; i += 100) {
+    for (let i = 0; i < keyList.length; i += MAX_RANGE_PAGE) {
+      const batch = keyList.slice(i, i + MAX_RANGE_PAGE);
       const res = await this.client.kv.txn({
-        success: keyList.slice(i, i + 100).map((k) => ({ request_range: { key: this.full(k) } })),
+        success: batch.map((k) => ({ request_range: { key: this.full(k) } })),
       });
       for (const r of res.responses) {
         const kv = r.response_range?.kvs[0];
@@ -202,22 +218,83 @@ export class Store {
   }
 
   /**
-   * Reads keys under `prefix` in key order, starting after `startAfter` (a relative key), at
-   * most `limit` (0 = all). Returns the store revision the read saw.
+   * Reads one page of keys under `prefix` in key order, starting after `startAfter` (a relative
+   * key): at most `limit` entries, and never more than {@link MAX_RANGE_PAGE}, so the response
+   * fits the client's receive limit whatever the values' sizes. Check `more` and go on with
+   * {@link pages} or {@link rangeAll} to read everything.
    */
   async range<T>(
     prefix: string,
-    options: { startAfter?: string; limit?: number; revision?: number } = {},
-  ): Promise<{ items: Versioned<T>[]; more: boolean; revision: number }> {
+    options: { startAfter?: string; limit: number; revision?: number },
+  ): Promise<RangePage<T>> {
+    return this.rangePage(prefix, options, parseValue<T>);
+  }
+
+  /**
+   * Reads every key under `prefix`, page by page, all at the revision of the first page (or at
+   * `revision`), so the pages together are one consistent snapshot.
+   * @throws etcd's OUT_OF_RANGE error if that revision is compacted while paging.
+   */
+  async *pages<T>(prefix: string, options: PagesOptions = {}): AsyncGenerator<RangePage<T>> {
+    yield* this.pagesOf(prefix, options, parseValue<T>);
+  }
+
+  /** Every key under `prefix` as raw bytes, paged as {@link pages} (for non-JSON values). */
+  async *rawPages(prefix: string, options: PagesOptions = {}): AsyncGenerator<RangePage<Buffer>> {
+    yield* this.pagesOf(prefix, options, (value) => value);
+  }
+
+  /**
+   * Every key under `prefix`, read with {@link pages} and gathered: for tables held in memory
+   * anyway. Returns the revision the snapshot was read at.
+   */
+  async rangeAll<T>(
+    prefix: string,
+    options: { revision?: number } = {},
+  ): Promise<{ items: Versioned<T>[]; revision: number }> {
+    const items: Versioned<T>[] = [];
+    let revision = options.revision ?? 0;
+    for await (const page of this.pages<T>(prefix, options)) {
+      items.push(...page.items);
+      revision = page.revision;
+    }
+    return { items, revision };
+  }
+
+  private async *pagesOf<T>(
+    prefix: string,
+    options: PagesOptions,
+    parse: (value: Buffer) => T,
+  ): AsyncGenerator<RangePage<T>> {
+    let startAfter: string | undefined;
+    let revision = options.revision ?? 0;
+    for (;;) {
+      const cap = rangePageCap(options.maxValueBytes);
+      const limit = Math.min(options.pageSize ?? cap, cap);
+      const page = await this.rangePage(prefix, { startAfter, limit, revision, cap }, parse);
+      revision = page.revision;
+      yield page;
+      if (!page.more || page.items.length === 0) return;
+      startAfter = page.items[page.items.length - 1]!.key;
+    }
+  }
+
+  private async rangePage<T>(
+    prefix: string,
+    options: { startAfter?: string; limit: number; revision?: number; cap?: number },
+    parse: (value: Buffer) => T,
+  ): Promise<RangePage<T>> {
     const start = options.startAfter ? options.startAfter + '\0' : prefix;
+    // 0 would mean "no limit" to etcd: never ask for that.
+    const limit = Math.min(Math.max(1, Math.floor(options.limit)), options.cap ?? MAX_RANGE_PAGE);
     const res = await this.client.kv.range({
       key: this.full(start),
       range_end: prefixEnd(this.full(prefix)),
-      limit: options.limit ?? 0,
+      limit,
       revision: options.revision ?? 0,
     });
     return {
-      items: res.kvs.map((kv) => this.versioned(kv, parseValue<T>(kv.value))),
+      items: res.kvs.map((kv) => this.versioned(kv, parse(kv.value))),
       more: res.more,
       revision: Number(res.header.revision),
     };
@@ -246,6 +323,7 @@ export class Store {
       value,
       modRevision: Number(kv.mod_revision),
       createRevision: Number(kv.create_revision),
+      size: kv.value.length,
     };
   }
 }

@@ -1,6 +1,6 @@
 /**
- * An in-memory copy of every record under one etcd prefix, loaded with one range read and kept
- * current by a watch; if etcd cancels the watch (a compacted resume revision after a
+ * An in-memory copy of every record under one etcd prefix, loaded as one snapshot read in
+ * bounded pages (Store.rangeAll) and kept current by a watch; if etcd cancels the watch (a compacted resume revision after a
  * reconnect) the copy is reloaded, so a change such as a revocation is never missed. Used for
  * small, hot tables read on every call: API keys and users.
  */
@@ -45,7 +45,7 @@ export class WatchedTable<T> extends EventEmitter {
   }
 
   private async load(): Promise<void> {
-    const page = await this.store.range<T>(this.prefix);
+    const page = await this.store.rangeAll<T>(this.prefix);
     const fresh = new Map<string, T>();
     for (const item of page.items) fresh.set(item.key.slice(this.prefix.length), item.value);
     const watcher = await this.store.watch(this.prefix, page.revision + 1);

@@ -88,7 +88,7 @@ export function streamAssignments(
         failure.fail(new UnavailableError('could not send an assignment; reconnect'));
       });
   };
-  return store.range<Partial<AssignmentKey>>(prefix).then(async (current) => {
+  return store.rangeAll<Partial<AssignmentKey>>(prefix).then(async (current) => {
     for (const item of current.items) {
       send(item.key.slice(prefix.length), false, item.value?.taskId);
     }

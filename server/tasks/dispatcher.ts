@@ -63,9 +63,9 @@ export class Dispatcher implements LeaderComponent {
 
   async start(fence: Fence): Promise<void> {
     this.fence = fence;
-    const live = await this.store.range<LiveRecord>(keys.livePrefix);
+    const live = await this.store.rangeAll<LiveRecord>(keys.livePrefix);
     const rev = live.revision;
-    const inflight = await this.store.range<Inflight>(keys.inflightPrefix, { revision: rev });
+    const inflight = await this.store.rangeAll<Inflight>(keys.inflightPrefix, { revision: rev });
     for (const w of live.items) {
       this.workers.set(w.key.slice(keys.livePrefix.length), w.value.totalSlots ?? 0);
     }
@@ -122,16 +122,14 @@ export class Dispatcher implements LeaderComponent {
 
   /** Reads the whole queue at `revision`, page by page, into the index. */
   private async loadQueue(revision: number): Promise<void> {
-    let startAfter: string | undefined;
-    for (;;) {
-      const page = await this.store.range<QueueEntryRecord | null>(keys.queuePrefix, {
-        startAfter,
-        limit: LOAD_PAGE,
-        revision,
-      });
+    const pages = this.store.pages<QueueEntryRecord | null>(keys.queuePrefix, {
+      revision,
+      pageSize: LOAD_PAGE,
+      // Queue values are empty or `{"owner": ...}`, written only by this server.
+      maxValueBytes: 1024,
+    });
+    for await (const page of pages) {
       for (const item of page.items) this.addEntry(item.key, item.value);
-      if (!page.more || page.items.length === 0) return;
-      startAfter = page.items[page.items.length - 1]!.key;
     }
   }
 

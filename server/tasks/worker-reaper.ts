@@ -50,8 +50,10 @@ export class WorkerReaper implements LeaderComponent {
 
   /** Reconciles every worker, then watches `live/` from the revision the reconcile read. */
   private async watchFrom(fence: Fence): Promise<void> {
-    const workers = await this.store.range<WorkerRecord>(keys.workerPrefix);
-    const live = await this.store.range<unknown>(keys.livePrefix, { revision: workers.revision });
+    const workers = await this.store.rangeAll<WorkerRecord>(keys.workerPrefix);
+    const live = await this.store.rangeAll<unknown>(keys.livePrefix, {
+      revision: workers.revision,
+    });
     const alive = new Set(live.items.map((i) => i.key.slice(keys.livePrefix.length)));
     for (const w of workers.items) {
       if (w.value.online && w.value.state === 'active' && !alive.has(w.value.id)) {

@@ -131,6 +131,8 @@ export interface CronCluster {
   etcd: { endpoint: string };
   kv: Etcd3;
   prefix: string;
+  /** The replicas' master key (base64), for tests that seal records themselves. */
+  masterKey: string;
   /** The replica that led first, and the other one. */
   leader: ServerProcess;
   follower: ServerProcess;
@@ -209,5 +211,5 @@ export async function startCronCluster(t: TestContext, type: string): Promise<Cr
     intervalMs: 100,
     message: 'the leader creates 3 executions of the every-second task',
   });
-  return { etcd, kv, prefix, leader, follower, client, md, taskId: task.id, defer };
+  return { etcd, kv, prefix, masterKey, leader, follower, client, md, taskId: task.id, defer };
 }

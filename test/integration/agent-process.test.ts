@@ -36,7 +36,7 @@ async function tempDir(): Promise<string> {
 type Audit = Record<string, unknown> & { details?: Record<string, unknown> };
 
 async function auditsOf(store: Store, workerId: string, action: string): Promise<Audit[]> {
-  const items = (await store.range<Audit>(keys.auditPrefix)).items.map((i) => i.value);
+  const items = (await store.rangeAll<Audit>(keys.auditPrefix)).items.map((i) => i.value);
   return items.filter((a) => a.worker_id === workerId && a.action === action);
 }
 
@@ -90,7 +90,7 @@ describe('one replica', () => {
         const renewals = await auditsOf(store, workerId, 'renew_certificate');
         assert.ok(renewals.length >= 5, `renewed ${renewals.length} times in a minute`);
         assert.deepEqual(
-          (await store.range<Audit>(keys.auditPrefix)).items.filter(
+          (await store.rangeAll<Audit>(keys.auditPrefix)).items.filter(
             (i) => i.value.event_type === 'heartbeat_refused' && i.value.worker_id === workerId,
           ),
           [],

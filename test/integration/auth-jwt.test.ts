@@ -193,7 +193,7 @@ describe('OAuth 2.0 bearer JWTs', () => {
 });
 
 async function auditCount(): Promise<number> {
-  const items = (await ts.server.store.range<Record<string, unknown>>(keys.auditPrefix)).items;
+  const items = (await ts.server.store.rangeAll<Record<string, unknown>>(keys.auditPrefix)).items;
   return items.filter(
     (a) => a.value.event_type === 'authentication_attempt' && a.value.action === 'jwt',
   ).length;

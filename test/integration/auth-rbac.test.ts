@@ -258,7 +258,8 @@ describe('permission matrix', () => {
     }
     assert.deepEqual(wrong, []);
     const audit = await eventually(async () => {
-      const items = (await ts.server.store.range<Record<string, unknown>>(keys.auditPrefix)).items;
+      const items = (await ts.server.store.rangeAll<Record<string, unknown>>(keys.auditPrefix))
+        .items;
       const denied = items.filter((a) => a.value.event_type === 'authorization_failure');
       assert.ok(denied.length > 0, 'denied.length > 0');
       return denied;

@@ -111,7 +111,7 @@ test('a service certificate authenticates as its user with that user’s role, u
       );
       assert.equal(created?.code, status.PERMISSION_DENIED);
       const mtlsAudit = (
-        await ts.server.store.range<Record<string, unknown>>(keys.auditPrefix)
+        await ts.server.store.rangeAll<Record<string, unknown>>(keys.auditPrefix)
       ).items.filter(
         (a) => a.value.user_id === 'reports-svc' && a.value.event_type === 'authorization_failure',
       );

@@ -93,7 +93,7 @@ describe('tasks', () => {
     assert.equal(e.trigger, ExecutionTrigger.EXECUTION_TRIGGER_SCHEDULE);
     assert.equal(e.attempt, 1);
     assert.equal(e.priority, Priority.PRIORITY_HIGH);
-    const queue = await ts.server.store.range(keys.queuePrefix);
+    const queue = await ts.server.store.rangeAll(keys.queuePrefix);
     assert.ok(
       queue.items.some((q) => q.key.startsWith('queue/1/') && q.key.endsWith(e.id)),
       "queue.items.some((q) => q.key.startsWith('queue/1/') && q.key.endsWith(e.id))",
@@ -113,7 +113,7 @@ describe('tasks', () => {
       made.push({ id: task!.id, priority });
     }
     const ids = new Set(made.map((m) => m.id));
-    const queue = (await ts.server.store.range(keys.queuePrefix)).items
+    const queue = (await ts.server.store.rangeAll(keys.queuePrefix)).items
       .map((q) => q.key.split('/'))
       .filter((parts) => ids.has(parts[3]!.slice(0, 18)));
     const order = queue.map((parts) => made.find((m) => parts[3]!.startsWith(m.id))!);
@@ -482,7 +482,7 @@ describe('tasks', () => {
       status.FAILED_PRECONDITION,
       /already cancelled/,
     );
-    const queue = await ts.server.store.range(keys.queuePrefix);
+    const queue = await ts.server.store.rangeAll(keys.queuePrefix);
     assert.ok(
       !queue.items.some((q) => q.key.endsWith(first.execution!.id)),
       'cancelled execution left the queue',
@@ -597,7 +597,7 @@ describe('tasks', () => {
     const raw = await ts.server.store.get(keys.task(task!.id));
     assert.ok(raw, 'raw');
     assert.ok(!raw.value.toString().includes(marker), '!raw.value.toString().includes(marker)');
-    const audit = await ts.server.store.range<Record<string, unknown>>(keys.auditPrefix);
+    const audit = await ts.server.store.rangeAll<Record<string, unknown>>(keys.auditPrefix);
     assert.ok(
       audit.items.some(
         (a) => a.value.event_type === 'task_created' && a.value.task_id === task!.id,
@@ -668,7 +668,9 @@ describe('authentication, health and reflection', () => {
 
     // Each refusal is audited with the peer and the reason, never the credential.
     const audit = await eventually(async () => {
-      const items = (await ts.server.store.range<Record<string, unknown>>(keys.auditPrefix)).items
+      const items = (
+        await ts.server.store.rangeAll<Record<string, unknown>>(keys.auditPrefix)
+      ).items
         .map((a) => a.value)
         .filter((a) => a.event_type === 'authentication_attempt');
       assert.ok(items.length >= 3, 'items.length >= 3');
@@ -707,7 +709,7 @@ describe('authentication, health and reflection', () => {
       );
       const audited = await eventually(async () => {
         const n = (
-          await other.server.store.range<Record<string, unknown>>(keys.auditPrefix)
+          await other.server.store.rangeAll<Record<string, unknown>>(keys.auditPrefix)
         ).items.filter((a) => a.value.event_type === 'authentication_attempt').length;
         assert.equal(n, 3);
         return n;

@@ -75,7 +75,9 @@ async function announceSlots(totalSlots: number): Promise<void> {
 
 /** The executions the worker holds (`assignments/<workerId>/`), with their fencing tokens. */
 async function assignments(): Promise<{ id: string; token: number }[]> {
-  const page = await ts.server.store.range<AssignmentKey>(keys.assignmentPrefix(worker.workerId));
+  const page = await ts.server.store.rangeAll<AssignmentKey>(
+    keys.assignmentPrefix(worker.workerId),
+  );
   return page.items.map((i) => ({ id: i.key.split('/')[2]!, token: i.value.fencingToken }));
 }
 
@@ -213,7 +215,7 @@ test('a queue entry as older versions wrote it (no owner in its value) is still 
     },
     { message: "Carol's first run is assigned" },
   );
-  const entry = (await ts.server.store.range(keys.queuePrefix)).items.find((i) =>
+  const entry = (await ts.server.store.rangeAll(keys.queuePrefix)).items.find((i) =>
     i.key.endsWith(`/${secondRun}`),
   );
   assert.deepEqual(entry?.value, { owner: 'carol' }, 'a queue entry names its owner');

@@ -135,7 +135,7 @@ void describe('cron firing', () => {
     assert.equal(caught.length, 1, 'CATCH_UP_ONCE runs once');
     assert.equal(caught[0]!.scheduledTime!.getTime(), latestMissed, 'for the latest missed firing');
     assert.equal((await executions(narrow.id)).length, 0, 'nothing inside a 1 h window');
-    const audit = await ts.server.store.range<Record<string, unknown>>(keys.auditPrefix);
+    const audit = await ts.server.store.rangeAll<Record<string, unknown>>(keys.auditPrefix);
     const skipped = audit.items.find(
       (a) => a.value.event_type === 'execution_skipped' && a.value.task_id === skip.id,
     );
@@ -163,7 +163,7 @@ void describe('cron firing', () => {
       1,
       'FORBID: the first execution is still pending, so later firings were skipped',
     );
-    const audit = await ts.server.store.range<Record<string, unknown>>(keys.auditPrefix);
+    const audit = await ts.server.store.rangeAll<Record<string, unknown>>(keys.auditPrefix);
     assert.ok(
       audit.items.some(
         (a) => a.value.event_type === 'execution_skipped' && a.value.task_id === forbid.id,
@@ -210,7 +210,7 @@ void describe('execution state machine', () => {
     assert.equal(timedOut.result?.timedOut, true);
     assert.ok(timedOut.result.durationMs >= 1000, 'timedOut.result.durationMs >= 1000');
     assert.equal(
-      (await ts.server.store.range(keys.inflightPrefix)).items.length,
+      (await ts.server.store.rangeAll(keys.inflightPrefix)).items.length,
       0,
       'no longer in flight',
     );

@@ -67,7 +67,7 @@ after(async () => {
 type Audit = Record<string, unknown> & { details?: Record<string, unknown> };
 
 async function audits(match: (a: Audit) => boolean): Promise<Audit[]> {
-  const items = (await ts.server.store.range<Audit>(keys.auditPrefix)).items;
+  const items = (await ts.server.store.rangeAll<Audit>(keys.auditPrefix)).items;
   return items.map((i) => i.value).filter(match);
 }
 
@@ -496,7 +496,9 @@ describe('renewal', () => {
           )
         ).worker!;
         const serials = (
-          await short.server.store.range<{ revokedAt?: number; subject: string }>(keys.certPrefix)
+          await short.server.store.rangeAll<{ revokedAt?: number; subject: string }>(
+            keys.certPrefix,
+          )
         ).items.filter((i) => i.value.subject === w.workerId);
         assert.equal(serials.length, 2);
         assert.equal(serials.filter((i) => i.value.revokedAt === undefined).length, 1);
