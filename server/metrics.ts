@@ -22,6 +22,12 @@ export class Metrics {
     help: '1 while this replica is the leader.',
     registers: [this.registry],
   });
+  readonly leaderComponentUp = new Gauge({
+    name: 'citadel_leader_component_up',
+    help: '1 while this leader runs the component; 0 while it is down or being retried.',
+    labelNames: ['component'] as const,
+    registers: [this.registry],
+  });
   readonly firingLateness = new Histogram({
     name: 'citadel_firing_lateness_seconds',
     help: 'How late the scheduler created executions relative to their due time.',

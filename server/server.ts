@@ -109,6 +109,8 @@ export class CitadelServer {
         logger,
         components: [...tasks.leaderComponents],
         onChange: (leading) => metrics.leader.set(leading ? 1 : 0),
+        onComponentChange: (component, up) =>
+          metrics.leaderComponentUp.set({ component }, up ? 1 : 0),
       });
       const listeners = await startListeners(
         {

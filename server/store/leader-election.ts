@@ -1,7 +1,9 @@
 /**
  * Leader election on etcd with fencing (docs/architecture.md, "Leader election and fencing").
  * Each replica puts `leader/<leaseId>` under its own lease; the lowest create revision leads.
- * The leader's `Fence` makes every leader write conditional on that key still standing.
+ * The leader's `Fence` makes every leader write conditional on that key still standing. A leader
+ * component that fails to start is retried with backoff while this replica leads; the others
+ * run meanwhile, so one failing part never leaves the cluster without a scheduler.
  */
 import type { Lease, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
@@ -24,6 +26,12 @@ export interface LeaderElectionOptions {
   logger: Logger;
   /** Called with true/false whenever leadership changes (metrics). */
   onChange?: (leading: boolean) => void;
+  /** Called when a component starts (true) or stops or fails to start (false) (metrics). */
+  onComponentChange?: (component: string, up: boolean) => void;
+  /** First delay before retrying a component that failed to start, ms. @default 500 */
+  componentRetryMinMs?: number;
+  /** Longest delay between retries of a component, ms. @default 30000 */
+  componentRetryMaxMs?: number;
 }
 
 export class LeaderElection {
@@ -34,6 +42,10 @@ export class LeaderElection {
   private term = 0;
   /** Serialises campaign / step-down so they never interleave. */
   private chain: Promise<void> = Promise.resolve();
+  /** Components started in the current term, in start order. */
+  private readonly running = new Set<LeaderComponent>();
+  /** Pending retries of components that failed to start. */
+  private readonly retries = new Set<NodeJS.Timeout>();
 
   constructor(private readonly options: LeaderElectionOptions) {}
 
@@ -156,15 +168,49 @@ export class LeaderElection {
     this.leading = true;
     logger.info({ key: at.key }, 'became leader');
     this.options.onChange?.(true);
+    for (const c of components) {
+      await this.startComponent(term, c, fence, 0);
+      if (!this.leading || this.term !== term) return;
+    }
+  }
+
+  /**
+   * Starts one component. On failure it is logged with its cause, cleaned up and retried with
+   * capped exponential backoff while this term lasts; the other components keep running (a
+   * step-down here would hand the failure to the next replica and leave nobody scheduling).
+   */
+  private async startComponent(
+    term: number,
+    c: LeaderComponent,
+    fence: Fence,
+    attempt: number,
+  ): Promise<void> {
+    if (!this.leading || this.term !== term || this.running.has(c)) return;
+    const { logger } = this.options;
     try {
-      for (const c of components) {
-        await c.start(fence);
-        if (!this.leading || this.term !== term) return;
-      }
+      await c.start(fence);
+      this.running.add(c);
+      this.options.onComponentChange?.(c.name, true);
+      if (attempt > 0) logger.info({ component: c.name, attempt }, 'leader component started');
+      return;
     } catch (err) {
-      // Never lead half-started: stop what did start, hand over, and campaign again.
-      logger.error({ err }, 'a leader component failed to start');
-      await this.stepDown('component failed to start', false);
+      const min = this.options.componentRetryMinMs ?? 500;
+      const delayMs = Math.min(min * 2 ** attempt, this.options.componentRetryMaxMs ?? 30_000);
+      logger.error(
+        { err, component: c.name, attempt, retryInMs: delayMs },
+        'a leader component failed to start; retrying',
+      );
+      this.options.onComponentChange?.(c.name, false);
+      // Undo a partial start, so the retry begins clean.
+      await Promise.resolve()
+        .then(() => c.stop())
+        .catch((e: unknown) => logger.warn({ err: e, component: c.name }, 'cleanup failed'));
+      const timer = setTimeout(() => {
+        this.retries.delete(timer);
+        this.enqueue(() => this.startComponent(term, c, fence, attempt + 1));
+      }, delayMs);
+      timer.unref();
+      this.retries.add(timer);
     }
   }
 
@@ -182,16 +228,20 @@ export class LeaderElection {
     const wasLeading = this.leading;
     this.leading = false;
     this.term++;
+    for (const timer of this.retries) clearTimeout(timer);
+    this.retries.clear();
     if (wasLeading) {
       logger.warn({ reason }, 'leadership ended');
       this.options.onChange?.(false);
       for (const c of [...components].reverse()) {
+        if (!this.running.delete(c)) continue;
         try {
           await c.stop();
         } catch (err) {
           logger.error({ err, component: c.name }, 'stopping leader component failed');
         }
       }
+      for (const c of components) this.options.onComponentChange?.(c.name, false);
     }
     const watcher = this.watcher;
     this.watcher = undefined;
