@@ -4,7 +4,6 @@
  * through the store with compares on what it read (retrying a bounded number of times when a
  * concurrent change wins). The rules are in docs/architecture.md.
  */
-import { createHash } from 'node:crypto';
 import {
   AbortedError,
   AlreadyExistsError,
@@ -27,28 +26,13 @@ import { keys } from '../store/keys.js';
 import { openPayload, sealPayload, type ExecutionRecord, type TaskRecord } from './records.js';
 import { Tx, type Actor, type Fence, type Store, type Versioned } from '../store/store.js';
 import { firstRunAt, planDueFirings } from './schedule-firing.js';
-import { legacyRequestHash, type TaskDefinition } from './task-validation.js';
-
-/**
- * The HKDF info of the key that idempotency records' request fingerprints are made with
- * (server/crypto/sealer.ts `fingerprint`). A new version needs a new label.
- */
-export const IDEMPOTENCY_FINGERPRINT = 'citadel idempotency fingerprint v1';
-
-/**
- * `idempotency/<sha256(owner, key)>`: the task an owner's idempotency key created, and a
- * fingerprint of the request that created it: HMAC-SHA256 of the owner and the canonical
- * request under a key derived from data key `kid`, so etcd holds nothing a guessed payload
- * could be checked against. Records written before fingerprints were keyed hold `requestHash`,
- * the unsalted SHA-256 of the canonical request, instead; they are still honoured.
- */
-export interface IdempotencyRecord {
-  taskId: string;
-  kid?: string;
-  requestHmac?: string;
-  /** The unsalted form, of records written before fingerprints were keyed: read, never written. */
-  requestHash?: string;
-}
+import type { TaskDefinition } from './task-validation.js';
+import {
+  requestFingerprint,
+  sameRequest,
+  idempotencyKeyOf,
+  type IdempotencyRecord,
+} from './idempotency.js';
 
 export interface EngineOptions {
   /** Firings later than this are "missed" and follow the task's missed-run policy. @default 15000 */
@@ -109,24 +93,6 @@ export class TaskEngine {
   // --- task operations -----------------------------------------------------------------------
 
   /**
-   * The fingerprint of `owner`'s create request (its canonical form) under data key `kid`.
-   * @throws DecryptError if `kid` is no longer in the keyring.
-   */
-  private requestFingerprint(owner: string, request: string, kid: string): string {
-    // The owner is in it, so equal requests of two owners do not show as equal in etcd.
-    return this.keyring.fingerprint(`${owner}\0${request}`, IDEMPOTENCY_FINGERPRINT, kid);
-  }
-
-  /** Whether the idempotency record `prior` was written for this owner's `request`. */
-  private sameRequest(prior: IdempotencyRecord, owner: string, request: string): boolean {
-    if (prior.requestHmac !== undefined && prior.kid !== undefined) {
-      return prior.requestHmac === this.requestFingerprint(owner, request, prior.kid);
-    }
-    // Written before fingerprints were keyed: honoured as it was then.
-    return prior.requestHash === legacyRequestHash(request);
-  }
-
-  /**
    * Creates a task (and its first execution if it is a one-time task due now).
    * @param request the canonical request (task-validation `canonicalCreateRequest`), to tell a
    *   retry from another request under the same idempotency key; only its fingerprint is kept.
@@ -145,7 +111,7 @@ export class TaskEngine {
       if (idemKey) {
         const prior = await this.store.getJson<IdempotencyRecord>(idemKey);
         if (prior) {
-          if (!this.sameRequest(prior.value, actor.userId, request)) {
+          if (!sameRequest(this.keyring, prior.value, actor.userId, request)) {
             throw new AlreadyExistsError(
               'idempotency_key was already used for a different request; use a new key',
             );
@@ -183,7 +149,7 @@ export class TaskEngine {
         tx.expect(idemKey, 0).putJson(idemKey, {
           taskId: id,
           kid,
-          requestHmac: this.requestFingerprint(actor.userId, request, kid),
+          requestHmac: requestFingerprint(this.keyring, actor.userId, request, kid),
         } satisfies IdempotencyRecord);
       }
       if (task.schedule.kind === 'once' && task.nextRunAt !== null && task.nextRunAt <= now) {
@@ -425,9 +391,4 @@ export class TaskEngine {
     const revision = await this.store.commit(tx, fence);
     return { ...current, value: task, modRevision: revision };
   }
-}
-
-/** The key (`idempotency/<sha256(owner, key)>`) that maps an owner's idempotency key to its task. */
-export function idempotencyKeyOf(owner: string, key: string): string {
-  return keys.idempotency(createHash('sha256').update(`${owner}\0${key}`).digest('hex'));
 }

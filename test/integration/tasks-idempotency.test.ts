@@ -14,7 +14,7 @@ import { CreateApiKeyRequest, CreateUserRequest } from '../../gen/citadel/v1/adm
 import { Task } from '../../gen/citadel/v1/task.js';
 import { CreateTaskRequest, type CreateTaskResponse } from '../../gen/citadel/v1/task_service.js';
 import { keys } from '../../server/store/keys.js';
-import { idempotencyKeyOf, type IdempotencyRecord } from '../../server/tasks/task-engine.js';
+import { idempotencyKeyOf, type IdempotencyRecord } from '../../server/tasks/idempotency.js';
 import { canonicalCreateRequest, legacyRequestHash } from '../../server/tasks/task-validation.js';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
