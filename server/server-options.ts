@@ -14,7 +14,6 @@ import {
 } from './options/option-table.js';
 
 export type { ServerOptions, ServerOptionsInput } from './options/option-table.js';
-export { parseHostPort };
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 

@@ -266,11 +266,11 @@ export class Store {
     options: PagesOptions,
     parse: (value: Buffer) => T,
   ): AsyncGenerator<RangePage<T>> {
+    const cap = rangePageCap(options.maxValueBytes);
+    const limit = Math.min(options.pageSize ?? cap, cap);
     let startAfter: string | undefined;
     let revision = options.revision ?? 0;
     for (;;) {
-      const cap = rangePageCap(options.maxValueBytes);
-      const limit = Math.min(options.pageSize ?? cap, cap);
       const page = await this.rangePage(prefix, { startAfter, limit, revision, cap }, parse);
       revision = page.revision;
       yield page;
